@@ -1,0 +1,3 @@
+from convattn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Fashion-MNIST on disk: where to find it, and a verified download into the cache.
+
+Search order for the four IDX files: `--data DIR`, then the Debian package's folder
+(`apt-get install dataset-fashion-mnist`), then the download cache
+($CONVATTN_CACHE/fashion-mnist). `convattn download fashion-mnist` fills the cache from
+the dataset's official release; every file is checked by the SHA-256 of its
+*decompressed* IDX bytes, so a re-compressed mirror (Debian's is one) verifies too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from convattn.common import io
+from convattn.common.errors import UserError
+from convattn.common.progress import log
+from convattn.common.runtime import cache_dir
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+OFFICIAL_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+
+# file name -> SHA-256 of the decompressed IDX file (the official release's contents)
+FASHION_MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+FASHION_MNIST_FILES = tuple(FASHION_MNIST_SHA256)
+
+
+def fashion_mnist_cache() -> Path:
+    return cache_dir() / "fashion-mnist"
+
+
+def _has_all(folder: Path) -> bool:
+    return all((folder / f).exists() or (folder / f[:-3]).exists() for f in FASHION_MNIST_FILES)
+
+
+def find_fashion_mnist(data: str | os.PathLike | None = None) -> Path:
+    """The folder holding the four IDX files (.gz or raw), or a UserError saying how to get them."""
+    if data is not None:
+        folder = Path(data)
+        if not folder.is_dir():
+            raise UserError(f"--data {folder}: no such folder; pass the folder holding the "
+                            "Fashion-MNIST IDX files")
+        return folder
+    for folder in (DEBIAN_DIR, fashion_mnist_cache()):
+        if _has_all(folder):
+            return folder
+    raise UserError("Fashion-MNIST not found in --data, /usr/share/datasets/fashion-mnist or "
+                    f"{fashion_mnist_cache()}; install the Debian package dataset-fashion-mnist, "
+                    "run `convattn download fashion-mnist`, or pass --data DIR")
+
+
+def idx_sha256(gz_bytes: bytes) -> str:
+    """SHA-256 of the decompressed content of a gzip file."""
+    try:
+        raw = gzip.decompress(gz_bytes)
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"not a valid gzip file ({exc})") from None
+    return hashlib.sha256(raw).hexdigest()
+
+
+def download_fashion_mnist(dest: Path | None = None, base_url: str | None = None,
+                           checksums: dict[str, str] | None = None, timeout: float = 60) -> Path:
+    """Download and verify every file missing from `dest`; a file that fails is not kept."""
+    dest = Path(dest or fashion_mnist_cache())
+    base_url = base_url or os.environ.get("CONVATTN_FASHION_MNIST_URL") or OFFICIAL_URL
+    checksums = checksums or FASHION_MNIST_SHA256
+    for name, expected in checksums.items():
+        target = dest / name
+        if target.exists() and idx_sha256(target.read_bytes()) == expected:
+            continue
+        url = base_url.rstrip("/") + "/" + name
+        log(f"downloading {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                payload = response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise UserError(f"{url}: download failed ({exc}); check the network or set "
+                            "CONVATTN_FASHION_MNIST_URL to a mirror") from None
+        try:
+            got = idx_sha256(payload)
+        except ValueError as exc:
+            raise UserError(f"{url}: {exc}; the download is corrupt, retry or use another mirror") from None
+        if got != expected:
+            raise UserError(f"{url}: SHA-256 of the contents is {got[:12]}..., expected "
+                            f"{expected[:12]}...; the file is corrupt or not Fashion-MNIST, "
+                            "retry or use another mirror")
+        io.write_bytes(target, payload)
+    return dest
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "download", help="download a dataset into the cache, verified by SHA-256",
+        description="Download Fashion-MNIST from its official release into "
+                    "$CONVATTN_CACHE/fashion-mnist (default ~/.cache/convattn), verifying each "
+                    "file's SHA-256. Not needed where the Debian package is installed.")
+    parser.add_argument("dataset", choices=["fashion-mnist"])
+    parser.add_argument("--url", default=None,
+                        help=f"base URL of the release or a mirror (default {OFFICIAL_URL})")
+    parser.add_argument("--dest", default=None, help="target folder (default: the cache)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    dest = download_fashion_mnist(Path(args.dest) if args.dest else None, args.url)
+    print(dest)
+    return 0
