@@ -1,0 +1,269 @@
+"""results.json -> report.md and report.html.
+
+The report is drawn from results.json alone (and the figures the stages wrote beside it),
+so `convattn reproduce --render-only` rebuilds it without training. Its sections follow
+the study's report: Q1.1-Q1.3, Q2.1-Q2.3, Q3.1a-c, then this run against the study.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convattn import theory
+from convattn.common import io
+from convattn.report import study
+from convattn.report.html import markdown_to_html
+
+
+def _f(value, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _pm(mean, std, digits: int = 4) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+def _figure(stage_dir: str, summary: dict, key: str, alt: str) -> str:
+    path = (summary.get("figures") or {}).get(key)
+    return f"![{alt}]({stage_dir}/{path})" if path else f"*(figure `{key}` missing)*"
+
+
+def _stage_problem(stage: dict, name: str) -> str | None:
+    """A paragraph explaining a stage that did not produce results, else None."""
+    if stage is None:
+        return f"> Stage `{name}` was not run."
+    if stage["status"] == "failed":
+        return f"> Stage `{name}` failed: `{stage.get('error')}`. Rerun `convattn reproduce` to retry it."
+    if stage["status"] == "skipped":
+        return f"> Stage `{name}` was skipped: {stage.get('reason')}"
+    return None
+
+
+# ------------------------------------------------------------------------------ sections
+
+
+def _theory_section(stage: dict) -> str:
+    problem = _stage_problem(stage, "theory")
+    if problem:
+        return "## Question 1\n\n" + problem + "\n"
+    text = theory.render_markdown(stage["result"], level=3)
+    q21 = text.index("### Q2.1")
+    return "## Question 1\n\n" + text[:q21] + "\n## Question 2\n\n" + text[q21:]
+
+
+def _classify_section(stage: dict) -> str:
+    problem = _stage_problem(stage, "classify")
+    if problem:
+        return "### Q2.2 and Q2.3\n\n" + problem + "\n"
+    s, d = stage["summary"], stage["dir"]
+    cfg = s.get("config", {})
+    best = s["best"]
+    rows = []
+    for run in s["runs"]:
+        loss = run["train_loss"][-1] if run["train_loss"] else None
+        val = run["val_acc"][-1] if run["val_acc"] else None
+        mark = " **(best)**" if run["lr"] == s["best_lr"] else ""
+        rows.append(f"| {run['lr']:g}{mark} | {run['status']} | {_f(loss)} | {_f(val)} | "
+                    f"{_f(run.get('test_acc'))} | {run.get('seconds', 0):.0f} |")
+    others = "\n".join(f"| {src} | {dr:g} | {lr:g} | {_f(tl)} | {_f(va)} | {_f(te)} |"
+                       for src, dr, lr, tl, va, te in study.OTHER_CLASSIFY)
+    seed = study.SEED["classify"]
+    recipe = ", ".join(f"{k} {v}" for k, v in cfg.items() if k in (
+        "optimizer", "epochs", "batch_size", "dropout", "seed", "momentum", "weight_decay", "schedule",
+        "label_smoothing", "augment"))
+    return f"""### Q2.2 Training the CNN
+
+The model of the study ({s['params']:,} parameters) trained with {recipe or 'the preset recipe'};
+the learning rate is chosen on the dev set (the last epoch's dev accuracy). Train loss is
+the mean of the last epoch's batch losses (the course skeleton printed a running mean
+since epoch 1 instead).
+
+| learning rate | status | final train loss | dev accuracy | test accuracy | seconds |
+|---:|---|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+The best learning rate is **{s['best_lr']:g}**: dev accuracy **{_f(best['val_acc'])}**, test accuracy
+**{_f(best['test_acc'])}** (the study: lr {seed['lr']:g}, train loss {seed['train_loss']}, dev {seed['val_acc']},
+test {seed['test_acc']}, dropout {seed['dropout']}). Other groups' runs of the same protocol:
+
+| source | dropout | lr | train loss | dev accuracy | test accuracy |
+|---|---:|---:|---:|---:|---:|
+{others}
+
+{_figure(d, s, 'best_curves', 'training loss and dev accuracy per epoch, best learning rate')}
+
+{_figure(d, s, 'all_lrs', 'training loss and dev accuracy per epoch, every learning rate')}
+
+### Q2.3 Kernels
+
+{_figure(d, s, 'kernels_conv1', 'the 16 kernels of the first convolution')}
+
+{_figure(d, s, 'kernels_conv2', 'the 32x16 kernels of the second convolution')}
+
+{_figure(d, s, 'kernels_conv2_channel0', "the second convolution's kernels on its first input channel")}
+
+The first layer's 3x3 kernels act directly on pixels: oriented edge and bar detectors
+(light-dark transitions in one direction) and blob-like intensity filters, the simple,
+generic features any image has. The second layer's kernels combine the 16 first-layer
+maps, so a single 3x3 slice means little on its own: each output channel responds to a
+pattern of first-layer features (corners, textures, parts of a garment's outline) over a
+larger receptive field (8x8 pixels after the first pooling). Deeper layers build
+increasingly specific, class-related features from these.
+"""
+
+
+def _caption_section(stage: dict) -> str:
+    problem = _stage_problem(stage, "caption")
+    if problem:
+        if stage and stage["status"] == "skipped":
+            problem += "\n\n" + study.SYDNEY_HOWTO
+        return "## Question 3\n\n" + problem + "\n"
+    s, d = stage["summary"], stage["dir"]
+    models = s["models"]
+    cfg = s.get("config", {})
+    names = {"no_attention": "without attention (Q3.1a)", "attention": "with additive attention (Q3.1b)"}
+
+    def metric_row(name):
+        m = models[name]
+        corpus = m.get("corpus_bleu") or {}
+        b4 = corpus.get("bleu4", corpus.get("BLEU-4")) if isinstance(corpus, dict) else (corpus[3] if corpus else None)
+        seeds = len(m.get("seeds") or []) or 1
+        return (f"| {names[name]} | {_pm(m.get('test_bleu4_mean', m.get('test_bleu4')), m.get('test_bleu4_std'))} | "
+                f"{_f(m.get('test_bleu4_best_mean', m.get('test_bleu4_best')))} | {_f(b4)} | "
+                f"{_f(m.get('cider'), 3)} | {_f(m.get('rouge_l'))} | {seeds} | {m.get('seconds', 0):.0f} |")
+
+    comp = s.get("comparison") or {}
+    interval = ""
+    if comp:
+        interval = (f"Paired bootstrap over the test images of (attention − no attention) BLEU-4: "
+                    f"**{_f(comp.get('mean_diff', comp.get('diff')))}**, 95% interval "
+                    f"[{_f(comp.get('ci_low'))}, {_f(comp.get('ci_high'))}]"
+                    + (f" ({comp['note']})" if comp.get("note") else "") + ".")
+    show = s.get("show") or list((s.get("captions") or {}).keys())[:3]
+    shown = []
+    for image in show:
+        caps = (s.get("captions") or {}).get(str(image), {})
+        other = study.OTHER_GROUP_CAPTIONS.get(str(image).split(".")[0])
+        lines = [f"- with attention: *{caps.get('attention', '—')}*",
+                 f"- without attention: *{caps.get('no_attention', '—')}*"]
+        if other:
+            lines.append(f"- another group's attention model: *{other}*")
+        shown.append(f"**Test image {image}**\n\n" + "\n".join(lines))
+    figs = s.get("figures") or {}
+    att_maps = "\n\n".join(f"![attention maps, image {k.split('_')[-1]}]({d}/{v})"
+                           for k, v in figs.items() if k.startswith("attention_maps"))
+    return f"""## Question 3
+
+Remote-sensing captioning on Sydney-Captions: a frozen ImageNet-pretrained
+{s.get('encoder', 'CNN')} encoder ({s.get('feature_layer', '')}) and an LSTM decoder, vocabulary
+{s.get('vocab_size')} words, captions up to {s.get('max_len')} tokens. Protocol: {', '.join(f'{k} {v}' for k, v in cfg.items() if k in ('optimizer', 'lr', 'epochs', 'batch_size', 'clip', 'seeds', 'attention_act'))}.
+`bleu4` is the study's metric: the mean over test images of nltk's `sentence_bleu` against
+the image's 5 references (uniform 4-gram weights, no smoothing); corpus BLEU-4 (nltk
+`corpus_bleu`), CIDEr-D and ROUGE-L (pycocoevalcap) are given beside it.
+
+### Q3.1a and Q3.1b
+
+| decoder | test bleu4 (final model) | test bleu4 (best on val) | corpus BLEU-4 | CIDEr-D | ROUGE-L | seeds | seconds |
+|---|---:|---:|---:|---:|---:|---:|---:|
+{metric_row('no_attention')}
+{metric_row('attention')}
+
+{interval}
+
+{_figure(d, s, 'curves', 'training loss and validation BLEU-4 per epoch, both decoders')}
+
+### Q3.1c Generated captions
+
+{_figure(d, s, 'captions', 'test images with generated and reference captions')}
+
+{chr(10).join(shown)}
+
+{att_maps}
+"""
+
+
+def _closing_table(results: dict) -> str:
+    rows = []
+
+    def row(what, seed_value, ours, digits=4):
+        if ours is None:
+            rows.append(f"| {what} | {seed_value} | — | — |")
+            return
+        if isinstance(seed_value, (int, float)):
+            diff = ours - seed_value
+            sv = f"{seed_value:,}" if isinstance(seed_value, int) else f"{seed_value:.{digits}f}"
+            ov = f"{ours:,}" if isinstance(ours, int) else f"{ours:.{digits}f}"
+            dv = f"{diff:+,}" if isinstance(diff, int) else f"{diff:+.{digits}f}"
+            rows.append(f"| {what} | {sv} | {ov} | {dv} |")
+        else:
+            rows.append(f"| {what} | {seed_value} | {ours} | |")
+
+    stages = results["stages"]
+    th = stages.get("theory") or {}
+    t = th.get("result") if th.get("status") == "ok" else None
+    row("Q1.1 CNN parameters", study.SEED["cnn_params"], t and t["cnn"]["total_params"])
+    row("Q1.2 MLP parameters", study.SEED["mlp_params"], t and t["mlp"]["total_params"])
+    row("Q1.2 MLP / CNN", study.SEED["ratio_stated"], t and f"{t['ratio']:.2f}x")
+    cl = stages.get("classify") or {}
+    c = cl.get("summary") if cl.get("status") == "ok" else None
+    seed = study.SEED["classify"]
+    best_run = c and next((r for r in c["runs"] if r["lr"] == c["best_lr"]), None)
+    row("Q2.2 best learning rate", seed["lr"], c and c["best_lr"], 3)
+    row("Q2.2 final train loss (epoch mean)", seed["train_loss"], best_run and best_run["train_loss"][-1])
+    row("Q2.2 dev accuracy", seed["val_acc"], c and c["best"]["val_acc"])
+    row("Q2.2 test accuracy", seed["test_acc"], c and c["best"]["test_acc"])
+    ca = stages.get("caption") or {}
+    s = ca.get("summary") if ca.get("status") == "ok" else None
+    for name, label in (("no_attention", "without attention"), ("attention", "with attention")):
+        m = s and s["models"][name]
+        row(f"Q3.1 test bleu4 {label} (mean over seeds)", study.SEED["caption"][name],
+            m and m.get("test_bleu4_mean", m.get("test_bleu4")))
+    return ("## This run against the study\n\n| quantity | study (seed report) | this run | difference |\n"
+            "|---|---:|---:|---:|\n" + "\n".join(rows) + "\n")
+
+
+def _environment_section(results: dict) -> str:
+    env = results.get("environment", {})
+    stage_rows = "\n".join(f"| {name} | {st['status']} | {st.get('seconds', 0):.0f} |"
+                           for name, st in results["stages"].items() if st)
+    env_rows = "\n".join(f"| {k} | {v} |" for k, v in env.items())
+    return f"""## Environment and timing
+
+| stage | status | seconds |
+|---|---|---:|
+{stage_rows}
+
+Wall time: {results.get('wall_seconds', 0):.0f} s, preset `{results['preset']}`, device `{results.get('device')}`.
+
+| | |
+|---|---|
+{env_rows}
+"""
+
+
+def render_markdown(results: dict) -> str:
+    header = f"""# CNNs and attention: the study, reproduced
+
+Preset `{results['preset']}`, written {results.get('created', '')} by `convattn reproduce`.
+Every number below comes from `results.json` beside this file; the figures were drawn from
+the runs' own histories.
+"""
+    warnings = "".join(f"> {w}\n\n" for w in results.get("warnings", []))
+    stages = results["stages"]
+    return "\n".join([
+        header, warnings,
+        _theory_section(stages.get("theory")),
+        _classify_section(stages.get("classify")),
+        _caption_section(stages.get("caption")),
+        _closing_table(results),
+        _environment_section(results),
+    ])
+
+
+def write_report(out: Path, results: dict) -> None:
+    """Write report.md and the self-contained report.html from `results`."""
+    markdown = render_markdown(results)
+    io.write_text(out / "report.md", markdown)
+    io.write_text(out / "report.html", markdown_to_html(markdown, out, "convattn: the study, reproduced"))

@@ -1,0 +1,150 @@
+"""`convattn reproduce`: run theory, classify and caption with one preset, write the report.
+
+Layout of --out (default report/):
+  results.json            every number in the report (the source of truth)
+  report.md, report.html  rendered from results.json alone (--render-only rebuilds them)
+  theory/ classify/ caption/   each stage's own outputs, figures and checkpoints
+
+Re-running reuses what is finished (the stages resume their own runs and reuse cached
+features) unless --fresh. A stage that fails is recorded with its error and the others
+still run; results.json is rewritten after every stage, so an interruption loses nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from convattn.common import io
+from convattn.common.errors import UserError
+from convattn.common.progress import log
+from convattn.common.runtime import choose_device, environment
+from convattn.report.render import write_report
+
+PRESETS = ("homework", "fast", "smoke")
+DEFAULT_SYDNEY = Path("data/sydney-captions")
+
+
+def find_sydney(flag: str | None) -> tuple[Path | None, str]:
+    """The Sydney-Captions folder from --sydney, $CONVATTN_SYDNEY or ./data/sydney-captions.
+
+    Returns (folder, "") or (None, why). An explicit --sydney that is wrong is an error.
+    """
+    if flag:
+        folder = Path(flag)
+        if not (folder / "dataset.json").is_file():
+            raise UserError(f"--sydney {folder}: no dataset.json there; pass the folder holding "
+                            "Sydney-Captions' dataset.json and images/")
+        return folder, ""
+    env = os.environ.get("CONVATTN_SYDNEY")
+    candidates = ([Path(env)] if env else []) + [DEFAULT_SYDNEY]
+    for folder in candidates:
+        if (folder / "dataset.json").is_file():
+            return folder, ""
+    tried = (f"$CONVATTN_SYDNEY={env}" if env else "$CONVATTN_SYDNEY unset") + f", ./{DEFAULT_SYDNEY}"
+    return None, f"Sydney-Captions not found (no --sydney; {tried} has no dataset.json)."
+
+
+def _theory_stage(args, out: Path) -> dict:
+    from convattn import theory
+
+    result = theory.answer()
+    io.write_text(out / "theory.md", theory.render_markdown(result))
+    io.write_json(out / "theory.json", result)
+    return {"result": result}
+
+
+def _classify_stage(args, out: Path) -> dict:
+    from convattn.classify import train
+
+    config = train.preset(args.preset)
+    summary = train.run(config, out, data_dir=args.data, device=args.device, quiet=args.quiet, fresh=args.fresh)
+    return {"summary": summary}
+
+
+def _caption_stage(args, out: Path) -> dict:
+    from convattn.caption import train
+
+    config = train.preset(args.preset)
+    summary = train.run(config, args.sydney_dir, out, device=args.device, quiet=args.quiet, fresh=args.fresh)
+    return {"summary": summary}
+
+
+STAGES = {"theory": _theory_stage, "classify": _classify_stage, "caption": _caption_stage}
+
+
+def reproduce(args) -> int:
+    out = Path(args.out)
+    if args.render_only:
+        path = out / "results.json"
+        if not path.is_file():
+            raise UserError(f"--render-only: {path} not found; run `convattn reproduce --out {out}` first")
+        write_report(out, io.read_json(path))
+        print(out / "report.html")
+        return 0
+
+    args.sydney_dir, why = find_sydney(args.sydney)
+    device = choose_device(args.device)
+    started = time.perf_counter()
+    results = {
+        "preset": args.preset,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": str(device),
+        "environment": environment(),
+        "warnings": [],
+        "stages": {},
+    }
+    for name, stage in STAGES.items():
+        if name == "caption" and args.sydney_dir is None:
+            results["stages"][name] = {"status": "skipped", "reason": why, "seconds": 0.0}
+            results["warnings"].append(f"Question 3 was skipped: {why} See the Question 3 section.")
+            log(f"convattn: warning: {why} Q3 skipped; the report says how to get the dataset")
+            continue
+        log(f"== {name} ==")
+        t0 = time.perf_counter()
+        entry: dict = {"dir": name}
+        try:
+            entry.update(stage(args, out / name))
+            entry["status"] = "ok"
+        except UserError as exc:
+            entry.update(status="failed", error=str(exc))
+        except Exception as exc:  # keep the other stages' results; the report shows the error
+            if args.debug:
+                traceback.print_exc()
+            entry.update(status="failed", error=f"{exc.__class__.__name__}: {exc}")
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
+        if entry["status"] == "failed":
+            log(f"convattn: stage {name} failed: {entry['error']}")
+        results["stages"][name] = entry
+        results["wall_seconds"] = round(time.perf_counter() - started, 1)
+        io.write_json(out / "results.json", results)
+    write_report(out, results)
+    failed = [n for n, st in results["stages"].items() if st["status"] == "failed"]
+    log(f"report: {out / 'report.md'} and {out / 'report.html'} ({results['wall_seconds']:.0f} s)")
+    if failed:
+        log(f"convattn: error: stage(s) {', '.join(failed)} failed; see the report, fix, and rerun (finished work is kept)")
+        return 1
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reproduce", help="run the whole study and write report.md, report.html, results.json",
+        description="Run theory, classify and caption with one preset and write the study's "
+                    "report. Finished stages and runs are reused unless --fresh.")
+    parser.add_argument("--preset", choices=PRESETS, default="homework",
+                        help="homework: the study's protocol; fast: better recipes in a few "
+                             "minutes; smoke: tiny, for checks (default: homework)")
+    parser.add_argument("--out", default="report", help="output folder (default: report)")
+    parser.add_argument("--sydney", default=None,
+                        help="Sydney-Captions folder (default: $CONVATTN_SYDNEY, else ./data/sydney-captions)")
+    parser.add_argument("--data", default=None,
+                        help="Fashion-MNIST folder (default: the Debian package's, else the download cache)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--fresh", action="store_true", help="recompute everything instead of reusing finished runs")
+    parser.add_argument("--render-only", action="store_true", help="rebuild the report from results.json without training")
+    parser.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
+    parser.set_defaults(func=reproduce)
