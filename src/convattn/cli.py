@@ -16,6 +16,7 @@ from convattn.common.errors import UserError
 
 # module paths of the registered subcommands, in the order --help lists them
 SUBCOMMANDS = [
+    "convattn.caption.cli",
     "convattn.theory",
     "convattn.data.download",
 ]

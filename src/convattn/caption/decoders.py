@@ -1,0 +1,148 @@
+"""LSTM caption decoders over a grid of region features, without and with additive attention.
+
+Notation (docstrings give every tensor's shape):
+    B batch, R regions (H' * W'), C feature channels, T caption length with <start> and
+    <end>, V vocabulary, E word embedding (100), H LSTM hidden (256), A attention (100).
+
+Both decoders start from h0 = W_h0 mean_i(f_i), c0 = W_c0 mean_i(f_i). At every step the
+LSTM cell reads the current word's embedding (and, with attention, the context vector); the
+new h goes through dropout and a linear layer to vocabulary scores.
+
+Speed: the attention score e_i = w^T act(W_f f_i + W_h h) needs W_f f_i for every region
+at every step, but W_f f does not depend on the step: `Attention.project` computes it once
+per batch and every step reuses it (recomputing it per step was 10x slower on CPU).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+class Attention(nn.Module):
+    """Additive (Bahdanau / Show-Attend-Tell) attention over regions:
+    e_i = w^T act(W_f f_i + W_h h), alpha = softmax_i(e), context = sum_i alpha_i f_i."""
+
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int = 100, act: str = "tanh"):
+        super().__init__()
+        self.feature_proj = nn.Linear(feature_dim, attention_dim)  # W_f
+        self.hidden_proj = nn.Linear(hidden_dim, attention_dim)    # W_h
+        self.score = nn.Linear(attention_dim, 1)                   # w
+        self.act_name = act
+        self.act = ACTIVATIONS[act]
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """features [B, R, C] -> W_f f [B, R, A]; once per batch, not per step."""
+        return self.feature_proj(features)
+
+    def forward(self, features: torch.Tensor, projected: torch.Tensor,
+                h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features [B, R, C], projected = project(features) [B, R, A], h [B, H]
+        -> context [B, C], alpha [B, R] (sums to 1 over regions)."""
+        e = self.score(self.act(projected + self.hidden_proj(h)[:, None, :])).squeeze(-1)  # [B, R]
+        alpha = e.softmax(dim=-1)
+        context = torch.bmm(alpha[:, None, :], features).squeeze(1)                      # [B, C]
+        return context, alpha
+
+
+class DecoderWithoutAttention(nn.Module):
+    """Q3.1a: the LSTM sees the image only through its initial state (mean region feature)."""
+
+    uses_attention = False
+
+    def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 100,
+                 hidden_dim: int = 256, dropout: float = 0.5):
+        super().__init__()
+        self.vocab_size, self.feature_dim = vocab_size, feature_dim
+        self.embed_dim, self.hidden_dim = embed_dim, hidden_dim
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.init_h = nn.Linear(feature_dim, hidden_dim)
+        self.init_c = nn.Linear(feature_dim, hidden_dim)
+        self.lstm = nn.LSTMCell(self._lstm_input_dim(), hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(hidden_dim, vocab_size)
+
+    def _lstm_input_dim(self) -> int:
+        return self.embed_dim
+
+    def prepare(self, features: torch.Tensor) -> dict:
+        """features [B, R, C] -> the per-image tensors every step needs (batch first, so
+        beam search can index them): here just the features."""
+        return {"features": features}
+
+    def init_state(self, memory: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (h0, c0), each [B, H], linear in the mean region feature."""
+        mean = memory["features"].mean(dim=1)  # [B, C]
+        return self.init_h(mean), self.init_c(mean)
+
+    def _lstm_input(self, embedded: torch.Tensor, memory: dict, h: torch.Tensor):
+        """embedded [B, E] -> (LSTM input [B, E], attention weights or None)."""
+        return embedded, None
+
+    def step(self, words: torch.Tensor, state: tuple, memory: dict):
+        """One decoding step. words [B] (ids of the current words), state (h, c) [B, H]
+        -> logits [B, V], new state, alpha [B, R] (None without attention)."""
+        x, alpha = self._lstm_input(self.embedding(words), memory, state[0])
+        h, c = self.lstm(x, state)
+        return self.fc(self.dropout(h)), (h, c), alpha
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor):
+        """Teacher forcing. features [B, R, C], captions [B, T] (<start> ... <end> <pad>...)
+        -> logits [B, T-1, V] predicting captions[:, 1:], alphas [B, T-1, R] or None.
+
+        Position t only sees captions[:, :t+1]; padding after <end> is read but never
+        predicted from (the loss ignores targets that are <pad>)."""
+        memory = self.prepare(features)
+        state = self.init_state(memory)
+        embedded = self.embedding(captions[:, :-1])  # [B, T-1, E], one lookup for all steps
+        hs, alphas = [], []
+        for t in range(captions.shape[1] - 1):
+            x, alpha = self._lstm_input(embedded[:, t], memory, state[0])
+            state = self.lstm(x, state)
+            hs.append(state[0])
+            alphas.append(alpha)
+        # one output layer for all steps instead of one per step
+        logits = self.fc(self.dropout(torch.stack(hs, dim=1)))  # [B, T-1, V]
+        return logits, (torch.stack(alphas, dim=1) if self.uses_attention else None)
+
+
+class DecoderWithAttention(DecoderWithoutAttention):
+    """Q3.1b: at every step the LSTM input is [embedding; context], the context an additive-
+    attention average of the region features given the previous hidden state."""
+
+    uses_attention = True
+
+    def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 100,
+                 hidden_dim: int = 256, dropout: float = 0.5, attention_dim: int = 100,
+                 attention_act: str = "tanh"):
+        self.attention_dim = attention_dim
+        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, dropout)
+        self.attention = Attention(feature_dim, hidden_dim, attention_dim, attention_act)
+
+    def _lstm_input_dim(self) -> int:
+        return self.embed_dim + self.feature_dim
+
+    def prepare(self, features: torch.Tensor) -> dict:
+        """features [B, R, C] -> {features, projected: W_f f [B, R, A]}."""
+        return {"features": features, "projected": self.attention.project(features)}
+
+    def _lstm_input(self, embedded: torch.Tensor, memory: dict, h: torch.Tensor):
+        """embedded [B, E], h [B, H] -> ([embedded; context] [B, E + C], alpha [B, R])."""
+        context, alpha = self.attention(memory["features"], memory["projected"], h)
+        return torch.cat([embedded, context], dim=1), alpha
+
+
+Decoder = DecoderWithoutAttention  # the study's name for the plain decoder
+
+MODELS = {"no_attention": DecoderWithoutAttention, "attention": DecoderWithAttention}
+
+
+def build_decoder(model: str, vocab_size: int, feature_dim: int, config) -> DecoderWithoutAttention:
+    """`config` has embed_dim, hidden_dim, dropout, attention_dim, attention_act."""
+    kwargs = dict(vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=config.embed_dim,
+                  hidden_dim=config.hidden_dim, dropout=config.dropout)
+    if model == "attention":
+        kwargs.update(attention_dim=config.attention_dim, attention_act=config.attention_act)
+    return MODELS[model](**kwargs)

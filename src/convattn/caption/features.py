@@ -1,0 +1,122 @@
+"""Region features, computed once per (dataset, encoder, layer, image size) and cached on disk.
+
+The encoder is frozen, so its output never changes during training: extracting it once
+and training the decoders on the cached features is what makes CPU training fast.
+
+Cache layout, under `cache_dir()/features/<key>/`:
+    features.npy   float16 [N, R, C]: row i is dataset.json's i-th image; memory-mapped on read
+    meta.json      the key's ingredients, grid (H', W'), written last: its presence marks a
+                   complete cache
+`key` is a SHA-256 of the dataset fingerprint (dataset.json and every image file's size and
+mtime), the encoder name, its weights file hash, the layer and the image size; change any of
+them and the key, hence the folder, changes. Both files are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convattn.caption.encoders import EncoderSpec, build_encoder, check_spec, load_image, weights_fingerprint
+from convattn.common import io
+from convattn.common.errors import UserError
+from convattn.common.progress import log, progress
+from convattn.common.runtime import cache_dir
+from convattn.data.captions import CaptionDataset
+
+FORMAT_VERSION = 1  # bump when the extraction itself changes (preprocessing, padding)
+
+
+def cache_key(dataset: CaptionDataset, spec: EncoderSpec) -> dict:
+    return {
+        "format": FORMAT_VERSION,
+        "dataset": dataset.fingerprint,
+        "encoder": spec.name,
+        "weights": weights_fingerprint(spec),
+        "layer": spec.layer,
+        "image_size": spec.image_size,
+    }
+
+
+def cache_folder(key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir() / "features" / digest
+
+
+def check_sizes(dataset: CaptionDataset, spec: EncoderSpec) -> None:
+    """Batches (and the cache) need one grid size: mixed image sizes need --image-size."""
+    if spec.image_size is None and len(dataset.sizes) > 1:
+        shown = ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(dataset.sizes.items())[:5])
+        raise UserError(f"--images {dataset.images_dir}: images have different sizes ({shown}); "
+                        "pass --image-size N to resize all of them to NxN")
+
+
+def region_features(dataset: CaptionDataset, spec: EncoderSpec, device: torch.device,
+                    batch_size: int = 8, quiet: bool = False) -> tuple[np.ndarray, tuple[int, int], dict]:
+    """Features [N, R, C] (float16, memory-mapped), the grid (H', W') with R = H' * W', and
+    facts about the extraction (seconds, images/s, whether the cache was hit)."""
+    check_spec(spec)
+    check_sizes(dataset, spec)
+    key = cache_key(dataset, spec)
+    folder = cache_folder(key)
+    meta_path, array_path = folder / "meta.json", folder / "features.npy"
+    if meta_path.is_file() and array_path.is_file():
+        meta = io.read_json(meta_path)
+        if meta.get("key") == key:
+            features = np.load(array_path, mmap_mode="r")
+            return features, tuple(meta["grid"]), {"cached": True, "folder": str(folder),
+                                                   "seconds": meta["seconds"],
+                                                   "images_per_s": meta["images_per_s"]}
+
+    encoder = build_encoder(spec).to(device)
+    # channels-last memory layout: ~1.5x faster convolutions on CPU, identical values
+    encoder = encoder.to(memory_format=torch.channels_last)
+    n = len(dataset.images)
+    start = time.perf_counter()
+    with io.atomic_path(array_path) as tmp:
+        out = None
+        bar = progress(total=n, desc=f"features {spec.name}/{spec.layer}", unit="img", quiet=quiet)
+        with torch.inference_mode():
+            for lo in range(0, n, batch_size):
+                batch = [load_image(dataset.path(im), spec.image_size)
+                         for im in dataset.images[lo:lo + batch_size]]
+                x = torch.stack(batch).to(device).contiguous(memory_format=torch.channels_last)
+                f = encoder(x)                                   # [B, C, H', W']
+                grid = tuple(f.shape[2:])
+                f = f.flatten(2).transpose(1, 2)                 # [B, R, C]
+                if out is None:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                                    shape=(n, f.shape[1], f.shape[2]))
+                out[lo:lo + len(batch)] = f.float().cpu().numpy().astype(np.float16)
+                bar.update(len(batch))
+        bar.close()
+        out.flush()
+        del out
+    seconds = time.perf_counter() - start
+    meta = {"key": key, "spec": asdict(spec), "grid": list(grid), "images": n,
+            "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2)}
+    io.write_json(meta_path, meta)
+    log(f"features: {n} images through {spec.name}/{spec.layer} in {seconds:.1f} s "
+        f"({n / seconds:.1f} images/s), grid {grid[0]}x{grid[1]}, cached in {folder}")
+    features = np.load(array_path, mmap_mode="r")
+    return features, grid, {"cached": False, "folder": str(folder), "seconds": round(seconds, 2),
+                            "images_per_s": round(n / seconds, 2)}
+
+
+def image_features(paths: list, spec: EncoderSpec, device: torch.device, encoder=None):
+    """Features for loose image files (caption predict): a list of [R, C] float tensors and
+    a list of grids; each image is encoded alone, at its own size unless spec.image_size."""
+    encoder = encoder if encoder is not None else build_encoder(spec).to(device)
+    feats, grids = [], []
+    with torch.inference_mode():
+        for path in paths:
+            f = encoder(load_image(path, spec.image_size)[None].to(device))  # [1, C, H', W']
+            grids.append(tuple(f.shape[2:]))
+            feats.append(f.flatten(2).transpose(1, 2)[0].float())          # [R, C]
+    return feats, grids

@@ -1,0 +1,138 @@
+"""Caption metrics, each named for what it computes.
+
+- `bleu4`: the study's metric. For each image, nltk `sentence_bleu(refs, hyp)` with the
+  default uniform weights (1/4 each for 1- to 4-grams) and no smoothing, refs = the image's
+  lower-cased reference token lists, hyp = the generated words without special tokens; then
+  the plain mean over images. An image with no matching 4-gram scores 0 (nltk warns; the
+  warning is silenced here because it is expected for a few images).
+- `corpus_bleu`: nltk `corpus_bleu`, BLEU-1..4: n-gram counts and lengths summed over all
+  images before the geometric mean and the brevity penalty, so one bad image cannot zero
+  anything; this is what papers (and coco-caption's BLEU, up to its tokeniser and its
+  "closest" reference length) report.
+- `rouge_l`: pycocoevalcap's ROUGE-L (longest common subsequence F-measure, beta 1.2, best
+  reference per image, mean over images).
+- `cider`: pycocoevalcap's CIDEr, which is CIDEr-D (tf-idf weighted n-gram cosine with
+  clipping and a Gaussian length penalty, x10), idf computed over the evaluated images'
+  references.
+- `meteor`: pycocoevalcap's METEOR 1.5 (Java); only when `java` is on PATH.
+The pycocoevalcap scorers get pre-tokenised, lower-cased, space-joined strings; its Java
+PTB tokenizer is not used.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import warnings
+
+import numpy as np
+
+
+def bleu4_per_image(references: list[list[list[str]]], hypotheses: list[list[str]]) -> list[float]:
+    """references[i]: image i's reference token lists; hypotheses[i]: its generated tokens."""
+    from nltk.translate.bleu_score import sentence_bleu
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "0 counts of n-gram overlaps": expected
+        return [float(sentence_bleu(refs, hyp)) for refs, hyp in zip(references, hypotheses)]
+
+
+def bleu4(references, hypotheses) -> float:
+    """The study's BLEU-4: mean over images of nltk sentence_bleu (see the module's doc)."""
+    return float(np.mean(bleu4_per_image(references, hypotheses)))
+
+
+def corpus_bleu(references, hypotheses) -> dict:
+    """{"bleu1": ..., "bleu4": ...}: nltk corpus_bleu with weights 1/n for n = 1..N."""
+    from nltk.translate.bleu_score import corpus_bleu as nltk_corpus_bleu
+
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for n in range(1, 5):
+            out[f"bleu{n}"] = float(nltk_corpus_bleu(references, hypotheses, weights=(1.0 / n,) * n))
+    return out
+
+
+def _coco_inputs(references, hypotheses):
+    gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
+    # an empty hypothesis would be "" -> one empty token; coco scorers accept it
+    res = {i: [" ".join(hyp)] for i, hyp in enumerate(hypotheses)}
+    return gts, res
+
+
+def rouge_l(references, hypotheses) -> float:
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    score, _ = Rouge().compute_score(*_coco_inputs(references, hypotheses))
+    return float(score)
+
+
+def cider(references, hypotheses) -> float:
+    from pycocoevalcap.cider.cider import Cider
+
+    score, _ = Cider().compute_score(*_coco_inputs(references, hypotheses))
+    return float(score)
+
+
+def meteor(references, hypotheses) -> float | None:
+    """METEOR 1.5, or None when Java is absent or the scorer fails (it is optional)."""
+    if shutil.which("java") is None:
+        return None
+    try:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        scorer = Meteor()
+        try:
+            score, _ = scorer.compute_score(*_coco_inputs(references, hypotheses))
+        finally:
+            scorer.meteor_p.kill()
+            scorer.meteor_p.wait()
+            scorer.meteor_p.stdin.close()
+            scorer.meteor_p.stdout.close()
+            scorer.meteor_p.stderr.close()
+        return float(score)
+    except Exception:  # a broken Java install must not lose a finished training run
+        return None
+
+
+def all_metrics(references, hypotheses, with_meteor: bool = True) -> dict:
+    """Every metric of one set of captions, as one flat dict of floats (meteor may be None)."""
+    per_image = bleu4_per_image(references, hypotheses)
+    out = {"bleu4": float(np.mean(per_image)), "corpus_bleu": corpus_bleu(references, hypotheses),
+           "cider": cider(references, hypotheses), "rouge_l": rouge_l(references, hypotheses)}
+    if with_meteor:
+        out["meteor"] = meteor(references, hypotheses)
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = float(np.mean(values))
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def paired_bootstrap(a: list[float], b: list[float], samples: int = 10000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Paired bootstrap over images of mean(b - a): resample images with replacement.
+
+    a, b: per-image scores of two systems on the same images. Returns the observed
+    difference, the percentile interval at `level`, and the share of resamples where the
+    difference is <= 0 (a one-sided bootstrap p-value for "b beats a")."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = b - a
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(samples, len(diff)))
+    means = diff[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"difference": float(diff.mean()), "ci_low": float(lo), "ci_high": float(hi),
+            "level": level, "samples": samples, "p_not_better": float(np.mean(means <= 0)),
+            "images": int(len(diff))}
+
+
+def is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x))

@@ -1,0 +1,206 @@
+"""Karpathy-style captioning datasets (`dataset.json` + an images folder) and the vocabulary.
+
+The format (Sydney-Captions, RSICD, UCM-Captions, Flickr8k/30k and COCO "Karpathy splits"
+all use it):
+
+    {"dataset": "Sydney",
+     "images": [{"filename": "1.jpg", "split": "train" | "val" | "test",
+                 "sentences": [{"tokens": ["A", "residential", ...], "raw": "..."}, ...]}, ...]}
+
+Tokens are lower-cased here. The vocabulary and the maximum caption length come from the
+training captions only, so validation and test words never leak into the model (a word
+seen only there becomes <unk> in the model's input, but stays itself in the references
+that BLEU compares against).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from convattn.common.errors import UserError
+
+PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
+SPECIALS = (PAD, START, END, UNK)  # indices 0, 1, 2, 3 in every vocabulary
+PAD_ID, START_ID, END_ID, UNK_ID = range(4)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class CaptionImage:
+    """One image and its reference captions (lists of lower-cased tokens)."""
+
+    index: int          # position in dataset.json's image list: the row of the feature cache
+    filename: str
+    split: str
+    captions: list[list[str]]
+
+    @property
+    def name(self) -> str:
+        """The file name without its suffix ("219" for 219.jpg): how the report names images."""
+        return Path(self.filename).stem
+
+
+@dataclass
+class CaptionDataset:
+    root: Path
+    images_dir: Path
+    name: str
+    images: list[CaptionImage]
+    fingerprint: str = ""  # changes whenever dataset.json or any image file changes
+    sizes: dict = field(default_factory=dict)  # (width, height) -> number of images
+
+    def split(self, name: str) -> list[CaptionImage]:
+        return [im for im in self.images if im.split == name]
+
+    def path(self, image: CaptionImage) -> Path:
+        return self.images_dir / image.filename
+
+    def by_name(self, name: str) -> CaptionImage:
+        for im in self.images:
+            if im.name == name or im.filename == name:
+                return im
+        raise KeyError(name)
+
+
+def load_dataset(data_dir: str | os.PathLike, images_dir: str | os.PathLike | None = None,
+                 check_images: bool = True) -> CaptionDataset:
+    """Read and validate a Karpathy-style dataset; every problem is a one-line UserError.
+
+    `check_images` opens every image header (cheap) to find missing and unreadable files
+    and to record the image sizes.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise UserError(f"--data {root}: no such folder; pass a folder holding a Karpathy-style "
+                        "dataset.json and its images")
+    json_path = root / "dataset.json"
+    if not json_path.is_file():
+        raise UserError(f"--data {root}: no dataset.json there; a captioning dataset is a "
+                        "Karpathy-style dataset.json beside an images/ folder")
+    raw_bytes = json_path.read_bytes()
+    try:
+        raw = json.loads(raw_bytes)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{json_path}: malformed JSON ({exc}); fix or re-download the file") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("images"), list):
+        raise UserError(f"{json_path}: expected an object with an \"images\" list "
+                        "(Karpathy format)")
+    images_dir = Path(images_dir) if images_dir is not None else root / "images"
+    if not images_dir.is_dir():
+        raise UserError(f"--images {images_dir}: no such folder; pass the folder holding the "
+                        "image files with --images DIR")
+
+    images = []
+    for i, entry in enumerate(raw["images"]):
+        where = f"{json_path}: images[{i}]"
+        if not isinstance(entry, dict) or "filename" not in entry or "split" not in entry:
+            raise UserError(f"{where}: each image needs \"filename\", \"split\" and \"sentences\"")
+        # COCO's Karpathy split calls the extra training images "restval"
+        split = "train" if entry["split"] == "restval" else entry["split"]
+        if split not in SPLITS:
+            raise UserError(f"{where} ({entry['filename']}): split {split!r} is not one of "
+                            f"{', '.join(SPLITS)}")
+        sentences = entry.get("sentences")
+        if not isinstance(sentences, list) or not sentences:
+            raise UserError(f"{where} ({entry['filename']}): no captions (\"sentences\" is empty "
+                            "or missing)")
+        captions = []
+        for j, sentence in enumerate(sentences):
+            tokens = sentence.get("tokens") if isinstance(sentence, dict) else None
+            if not isinstance(tokens, list) or not [t for t in tokens if str(t).strip()]:
+                raise UserError(f"{where} ({entry['filename']}): caption {j} has no tokens; "
+                                "remove it or give it a \"tokens\" list")
+            captions.append([str(t).lower() for t in tokens if str(t).strip()])
+        images.append(CaptionImage(index=i, filename=str(entry["filename"]), split=split,
+                                   captions=captions))
+
+    for split in SPLITS:
+        if not any(im.split == split for im in images):
+            raise UserError(f"{json_path}: the {split} split is empty; every image needs a "
+                            "\"split\" of train, val or test and each split at least one image")
+
+    dataset = CaptionDataset(root=root, images_dir=images_dir,
+                             name=str(raw.get("dataset") or root.name), images=images)
+    dataset.fingerprint = _fingerprint(raw_bytes, dataset)
+    if check_images:
+        dataset.sizes = _check_images(dataset)
+    return dataset
+
+
+def _fingerprint(raw_json: bytes, dataset: CaptionDataset) -> str:
+    """SHA-256 of dataset.json and every image's (name, size, mtime): cheap, and any edit shows."""
+    h = hashlib.sha256(raw_json)
+    for im in dataset.images:
+        try:
+            st = dataset.path(im).stat()
+            h.update(f"{im.filename}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{im.filename}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def _check_images(dataset: CaptionDataset) -> dict:
+    from PIL import Image, UnidentifiedImageError
+
+    missing, unreadable, sizes = [], [], Counter()
+    for im in dataset.images:
+        path = dataset.path(im)
+        if not path.is_file():
+            missing.append(im.filename)
+            continue
+        try:
+            with Image.open(path) as img:
+                sizes[img.size] += 1
+        except (UnidentifiedImageError, OSError):
+            unreadable.append(im.filename)
+    for problem, names in (("missing", missing), ("unreadable", unreadable)):
+        if names:
+            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+            raise UserError(f"--images {dataset.images_dir}: {len(names)} {problem} image file(s): "
+                            f"{shown}; restore them or fix dataset.json")
+    return dict(sizes)
+
+
+class Vocabulary:
+    """Words of the training captions plus the four specials at fixed indices 0..3."""
+
+    def __init__(self, words: list[str]):
+        if tuple(words[:4]) != SPECIALS:
+            raise ValueError(f"a vocabulary starts with {SPECIALS}")
+        self.words = list(words)
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    @classmethod
+    def from_captions(cls, captions: list[list[str]]) -> "Vocabulary":
+        # sorted, so the same training captions always give the same indices
+        return cls(list(SPECIALS) + sorted({t for c in captions for t in c}))
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, tokens: list[str], max_len: int) -> list[int]:
+        """<start> tokens <end>, padded with <pad> (or cut) to exactly max_len ids."""
+        ids = [START_ID] + [self.index.get(t, UNK_ID) for t in tokens][: max_len - 2] + [END_ID]
+        return ids + [PAD_ID] * (max_len - len(ids))
+
+    def decode(self, ids) -> list[str]:
+        """Words up to the first <end>, specials dropped: what BLEU sees as the hypothesis."""
+        words = []
+        for i in ids:
+            i = int(i)
+            if i == END_ID:
+                break
+            if i >= len(SPECIALS):
+                words.append(self.words[i])
+        return words
+
+
+def build_vocabulary(dataset: CaptionDataset) -> tuple[Vocabulary, int]:
+    """The vocabulary and maximum length (with <start> and <end>) of the training captions."""
+    train = [c for im in dataset.split("train") for c in im.captions]
+    return Vocabulary.from_captions(train), max(len(c) for c in train) + 2
