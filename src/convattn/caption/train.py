@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,22 @@ def check_config(config: CaptionConfig) -> None:
         raise UserError(f"--attention-act {config.attention_act}: expected tanh or relu")
 
 
+@contextmanager
+def decoder_threads(device):
+    """Train and decode with one CPU thread: the decoders' ops are small (batch 8), so a
+    second thread gains little, and when the other core is busy (a shared machine) each of
+    thousands of small parallel ops per batch waits for it: measured 60x slower."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(config: CaptionConfig, data_dir, out_dir, device="auto", quiet: bool = False,
         fresh: bool = False, resume: bool = True, images_dir=None) -> dict:
     """Train and evaluate every (model, seed), write summary.json and the figures -> summary.
@@ -251,6 +268,12 @@ def run(config: CaptionConfig, data_dir, out_dir, device="auto", quiet: bool = F
     if fresh and (out_dir / "runs").exists():
         shutil.rmtree(out_dir / "runs")
     dataset = load_dataset(data_dir, images_dir)
+    for name in config.show:
+        try:
+            dataset.by_name(name)
+        except KeyError:
+            raise UserError(f"--show {name}: no image {name} in {dataset.root / 'dataset.json'}; "
+                            "name images by file name with or without suffix") from None
     seeds = [config.seed + i for i in range(config.seeds)]
     timing = {"features": {}}
 
@@ -259,8 +282,9 @@ def run(config: CaptionConfig, data_dir, out_dir, device="auto", quiet: bool = F
         features, grid, info = region_features(dataset, spec, device, quiet=quiet)
         timing["features"][layer] = info
         data = Data(dataset, features, grid, device)
-        results = {m: [train_run(m, s, data, config, spec, out_dir / "runs" / layer / m / f"seed{s}",
-                                 device, quiet, resume) for s in seed_list] for m in models}
+        with decoder_threads(device):
+            results = {m: [train_run(m, s, data, config, spec, out_dir / "runs" / layer / m / f"seed{s}",
+                                     device, quiet, resume) for s in seed_list] for m in models}
         return spec, data, results
 
     selection = None
@@ -306,7 +330,8 @@ def run(config: CaptionConfig, data_dir, out_dir, device="auto", quiet: bool = F
 
     from convattn.caption import plots
 
-    summary["figures"] = plots.draw_all(summary, data, results, spec, out_dir, device)
+    with decoder_threads(device):
+        summary["figures"] = plots.draw_all(summary, data, results, spec, out_dir, device)
     summary["timing"]["total_seconds"] = time.perf_counter() - started
     io.write_json(out_dir / "summary.json", summary)
     return summary

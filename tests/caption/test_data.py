@@ -1,0 +1,105 @@
+import json
+
+import pytest
+from PIL import Image
+
+from convattn.caption.encoders import load_image
+from convattn.common.errors import UserError
+from convattn.data.captions import (END_ID, PAD_ID, SPECIALS, START_ID, UNK_ID, Vocabulary,
+                                    build_vocabulary, load_dataset)
+
+
+def _edit(root, change):
+    path = root / "dataset.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_loads_splits_and_lower_cases(tiny_data):
+    ds = load_dataset(tiny_data)
+    assert [len(ds.split(s)) for s in ("train", "val", "test")] == [30, 8, 8]
+    assert all(t == t.lower() for im in ds.images for c in im.captions for t in c)
+    assert ds.sizes == {(48, 48): 46}
+    assert ds.by_name("219").split == "test"
+
+
+def test_vocabulary_comes_from_training_captions_only(tiny_copy):
+    # a word that only a test caption has must not enter the vocabulary
+    def add_test_word(data):
+        test = next(im for im in data["images"] if im["split"] == "test")
+        test["sentences"][0]["tokens"] = ["A", "Zebra", "Crossing"]
+    _edit(tiny_copy, add_test_word)
+    ds = load_dataset(tiny_copy)
+    vocab, max_len = build_vocabulary(ds)
+    assert tuple(vocab.words[:4]) == SPECIALS
+    assert "zebra" not in vocab.index and "a" in vocab.index
+    train_words = {t for im in ds.split("train") for c in im.captions for t in c}
+    assert len(vocab) == len(train_words) + 4
+    assert max_len == max(len(c) for im in ds.split("train") for c in im.captions) + 2
+
+
+def test_encode_decode_round_trip():
+    vocab = Vocabulary.from_captions([["a", "red", "square"], ["a", "blue", "circle"]])
+    ids = vocab.encode(["a", "green", "square"], max_len=7)
+    assert ids[0] == START_ID and ids[4] == END_ID and ids[5:] == [PAD_ID, PAD_ID]
+    assert ids[2] == UNK_ID  # unknown word
+    # decode stops at <end> and drops specials, so BLEU never sees them
+    assert vocab.decode(ids) == ["a", "square"]
+    assert vocab.decode([vocab.index["red"], END_ID, vocab.index["a"]]) == ["red"]
+    # too long: cut, but still ends with <end>
+    assert vocab.encode(["a"] * 10, max_len=5)[-1] == END_ID
+
+
+def test_missing_folder_and_json(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        load_dataset(tmp_path / "nope")
+    with pytest.raises(UserError, match="no dataset.json"):
+        load_dataset(tmp_path)
+
+
+def test_malformed_json(tiny_copy):
+    (tiny_copy / "dataset.json").write_text('{"images": [')
+    with pytest.raises(UserError, match="malformed JSON"):
+        load_dataset(tiny_copy)
+
+
+def test_not_karpathy_format(tiny_copy):
+    (tiny_copy / "dataset.json").write_text('{"annotations": []}')
+    with pytest.raises(UserError, match="images"):
+        load_dataset(tiny_copy)
+
+
+def test_empty_split(tiny_copy):
+    _edit(tiny_copy, lambda d: [im.update(split="train") for im in d["images"] if im["split"] == "val"])
+    with pytest.raises(UserError, match="val split is empty"):
+        load_dataset(tiny_copy)
+
+
+def test_caption_without_tokens(tiny_copy):
+    _edit(tiny_copy, lambda d: d["images"][3]["sentences"][2].update(tokens=[]))
+    with pytest.raises(UserError, match="4.png.*caption 2 has no tokens"):
+        load_dataset(tiny_copy)
+
+
+def test_missing_images_are_listed(tiny_copy):
+    (tiny_copy / "images" / "2.png").unlink()
+    (tiny_copy / "images" / "5.png").unlink()
+    with pytest.raises(UserError, match=r"2 missing image file\(s\): 2.png, 5.png"):
+        load_dataset(tiny_copy)
+
+
+def test_unreadable_image(tiny_copy):
+    (tiny_copy / "images" / "3.png").write_bytes(b"not an image")
+    with pytest.raises(UserError, match="unreadable image file.*3.png"):
+        load_dataset(tiny_copy)
+
+
+def test_grey_and_rgba_images_become_rgb(tmp_path):
+    Image.new("L", (40, 30), 128).save(tmp_path / "grey.jpg")
+    Image.new("RGBA", (40, 30), (10, 20, 30, 128)).save(tmp_path / "rgba.png")
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "red.tif")
+    for name in ("grey.jpg", "rgba.png", "red.tif"):
+        x = load_image(tmp_path / name)
+        assert x.shape == (3, 30, 40) and 0 <= x.min() <= x.max() <= 1
+    assert load_image(tmp_path / "red.tif", size=32).shape == (3, 32, 32)

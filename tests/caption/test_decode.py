@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from convattn.caption.decode import beam_search, greedy
+from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention
+from convattn.data.captions import END_ID, PAD_ID
+
+B, R, C, V = 5, 4, 16, 12
+
+
+def make(cls, seed=0):
+    torch.manual_seed(seed)
+    return cls(vocab_size=V, feature_dim=C, embed_dim=8, hidden_dim=10).eval()
+
+
+def sequences(ids):
+    """Rows as lists, cut after <end>."""
+    out = []
+    for row in ids.tolist():
+        out.append(row[:row.index(END_ID) + 1] if END_ID in row else [t for t in row if t != PAD_ID])
+    return out
+
+
+@pytest.mark.parametrize("cls", [DecoderWithoutAttention, DecoderWithAttention])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_one_is_greedy(cls, seed):
+    dec = make(cls, seed)
+    # bias <end> so that some captions end early and others run to max_steps
+    with torch.no_grad():
+        dec.fc.bias[END_ID] += 1.0
+    feats = torch.randn(B, R, C, generator=torch.Generator().manual_seed(seed))
+    g_ids, g_alpha = greedy(dec, feats, max_steps=9)
+    b_ids, b_alpha = beam_search(dec, feats, max_steps=9, beam=1)
+    assert sequences(g_ids) == sequences(b_ids)
+    if g_alpha is not None:
+        for b, seq in enumerate(sequences(g_ids)):
+            torch.testing.assert_close(g_alpha[b, :len(seq)], b_alpha[b, :len(seq)])
+
+
+@pytest.mark.parametrize("cls", [DecoderWithoutAttention, DecoderWithAttention])
+def test_batched_greedy_equals_one_image_at_a_time(cls):
+    dec = make(cls)
+    feats = torch.randn(B, R, C)
+    ids, _ = greedy(dec, feats, max_steps=8)
+    single = [sequences(greedy(dec, feats[b:b + 1], max_steps=8)[0])[0] for b in range(B)]
+    assert sequences(ids) == single
+
+
+def test_beam_never_fails_when_no_beam_ends():
+    dec = make(DecoderWithAttention)
+    with torch.no_grad():
+        dec.fc.bias[END_ID] = -1e4  # <end> is never among the candidates
+    ids, alphas = beam_search(dec, torch.randn(B, R, C), max_steps=6, beam=3)
+    assert ids.shape == (B, 6) and (ids != END_ID).all() and (ids != PAD_ID).all()
+    assert alphas.shape == (B, 6, R)
+
+
+def test_beam_search_prefers_the_higher_scoring_caption():
+    """A hand-made decoder where greedy's first word leads to poor continuations: beam
+    search with K=2 must find the better two-word caption."""
+    dec = make(DecoderWithoutAttention)
+    probs = {  # previous word -> probabilities of the next words (others ~0)
+        1: {4: 0.55, 5: 0.45},           # <start>: 4 looks best
+        4: {6: 0.34, 7: 0.33, 8: 0.33},  # but nothing follows 4 with confidence
+        5: {END_ID: 0.95, 6: 0.05},      # while <end> almost surely follows 5
+    }
+    # greedy: 4 6 <end>, log p = log .55 + log .34 = -1.68; beam: 5 <end>, log .45 + log .95 = -0.85
+
+    def step(words, state, memory):
+        out = torch.full((len(words), V), -30.0)
+        for i, w in enumerate(words.tolist()):
+            for nxt, p in probs.get(w, {END_ID: 1.0}).items():
+                out[i, nxt] = torch.tensor(p).log()
+        return out, state, None
+
+    dec.step = step
+    feats = torch.randn(2, R, C)
+    g, _ = greedy(dec, feats, max_steps=5)
+    b, _ = beam_search(dec, feats, max_steps=5, beam=2)
+    assert sequences(g)[0] == [4, 6, END_ID]
+    assert sequences(b)[0] == [5, END_ID]

@@ -1,0 +1,97 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from convattn.caption.decoders import Attention, DecoderWithAttention, DecoderWithoutAttention
+from convattn.data.captions import END_ID, PAD_ID, START_ID
+
+B, R, C, V, T = 3, 6, 20, 15, 7
+
+
+def make(cls, **kw):
+    torch.manual_seed(0)
+    return cls(vocab_size=V, feature_dim=C, embed_dim=8, hidden_dim=12, **kw).eval()
+
+
+def captions():
+    # lengths 7, 5 and 3 with <start>/<end>, the rest <pad>
+    caps = torch.full((B, T), PAD_ID)
+    for b, n in enumerate((5, 3, 1)):
+        caps[b, 0] = START_ID
+        caps[b, 1:1 + n] = torch.randint(4, V, (n,), generator=torch.Generator().manual_seed(b))
+        caps[b, 1 + n] = END_ID
+    return caps
+
+
+@pytest.mark.parametrize("cls", [DecoderWithoutAttention, DecoderWithAttention])
+def test_shapes(cls):
+    dec = make(cls)
+    logits, alphas = dec(torch.randn(B, R, C), captions())
+    assert logits.shape == (B, T - 1, V)
+    if cls is DecoderWithAttention:
+        assert alphas.shape == (B, T - 1, R)
+        torch.testing.assert_close(alphas.sum(-1), torch.ones(B, T - 1))
+    else:
+        assert alphas is None
+    logits, state, alpha = dec.step(torch.tensor([START_ID] * B), dec.init_state(dec.prepare(torch.randn(B, R, C))),
+                                    dec.prepare(torch.randn(B, R, C)))
+    assert logits.shape == (B, V) and state[0].shape == state[1].shape == (B, 12)
+
+
+@pytest.mark.parametrize("cls", [DecoderWithoutAttention, DecoderWithAttention])
+def test_padding_never_changes_the_loss(cls):
+    """Targets that are <pad> are ignored, and what follows <end> cannot reach earlier steps:
+    writing junk into the padding leaves the loss unchanged, and each caption's loss is the
+    same alone as in a padded batch."""
+    dec = make(cls)
+    feats, caps = torch.randn(B, R, C), captions()
+
+    def loss(f, c):
+        logits, _ = dec(f, c)
+        return F.cross_entropy(logits.reshape(-1, V), c[:, 1:].reshape(-1), ignore_index=PAD_ID,
+                               reduction="sum")
+
+    junk = caps.clone()
+    junk[caps == PAD_ID] = 5
+    junk[:, -1] = PAD_ID  # keep a <pad> target somewhere so the two differ only in padding
+    with torch.no_grad():
+        base = loss(feats, caps)
+        per_caption = sum(loss(feats[b:b + 1], caps[b:b + 1, :int((caps[b] != PAD_ID).sum())])
+                          for b in range(B))
+        torch.testing.assert_close(base, per_caption)
+        logits, _ = dec(feats, caps)
+        logits_junk, _ = dec(feats, junk)
+    # the logits at real positions do not depend on anything after them
+    for b in range(B):
+        n = int((caps[b] != PAD_ID).sum()) - 1
+        torch.testing.assert_close(logits[b, :n], logits_junk[b, :n])
+
+
+def test_attention_uses_each_images_regions_only():
+    dec = make(DecoderWithAttention)
+    feats, caps = torch.randn(B, R, C), captions()
+    with torch.no_grad():
+        _, a = dec(feats, caps)
+        feats2 = feats.clone()
+        feats2[1:] = torch.randn(B - 1, R, C)
+        _, a2 = dec(feats2, caps)
+    torch.testing.assert_close(a[0], a2[0])
+
+
+def test_attention_precomputed_projection_matches_the_formula():
+    torch.manual_seed(0)
+    att = Attention(feature_dim=C, hidden_dim=12, attention_dim=5, act="relu")
+    f, h = torch.randn(B, R, C), torch.randn(B, 12)
+    context, alpha = att(f, att.project(f), h)
+    # e_i = w^T relu(W_f f_i + W_h h), written out per region
+    e = torch.stack([att.score(torch.relu(att.feature_proj(f[:, i]) + att.hidden_proj(h))).squeeze(-1)
+                     for i in range(R)], dim=1)
+    torch.testing.assert_close(alpha, e.softmax(-1))
+    torch.testing.assert_close(context, (alpha[:, :, None] * f).sum(1))
+
+
+def test_gradients_reach_every_parameter():
+    dec = make(DecoderWithAttention).train()
+    logits, _ = dec(torch.randn(B, R, C), captions())
+    logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in dec.parameters())
