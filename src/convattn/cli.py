@@ -16,8 +16,10 @@ from convattn.common.errors import UserError
 
 # module paths of the registered subcommands, in the order --help lists them
 SUBCOMMANDS = [
-    "convattn.caption.cli",
     "convattn.theory",
+    "convattn.classify.cli",
+    "convattn.caption.cli",
+    "convattn.report.reproduce",
     "convattn.data.download",
 ]
 

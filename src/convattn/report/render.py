@@ -26,8 +26,13 @@ def _pm(mean, std, digits: int = 4) -> str:
 
 
 def _figure(stage_dir: str, summary: dict, key: str, alt: str) -> str:
+    """A Markdown image for figures[key] (a path, or {name: path} for one image per name)."""
     path = (summary.get("figures") or {}).get(key)
-    return f"![{alt}]({stage_dir}/{path})" if path else f"*(figure `{key}` missing)*"
+    if not path:
+        return f"*(figure `{key}` missing)*"
+    if isinstance(path, dict):
+        return "\n\n".join(f"![{alt} ({name.replace('_', ' ')})]({stage_dir}/{p})" for name, p in path.items())
+    return f"![{alt}]({stage_dir}/{path})"
 
 
 def _stage_problem(stage: dict, name: str) -> str | None:
@@ -92,21 +97,24 @@ test {seed['test_acc']}, dropout {seed['dropout']}). Other groups' runs of the s
 |---|---:|---:|---:|---:|---:|
 {others}
 
-{_figure(d, s, 'best_curves', 'training loss and dev accuracy per epoch, best learning rate')}
+{_figure(d, s, 'best_train_loss', 'training loss per epoch, best learning rate')}
 
-{_figure(d, s, 'all_lrs', 'training loss and dev accuracy per epoch, every learning rate')}
+{_figure(d, s, 'best_val_acc', 'dev accuracy per epoch, best learning rate')}
+
+{_figure(d, s, 'sweep_curves', 'training loss and dev accuracy per epoch, every learning rate')}
 
 ### Q2.3 Kernels
 
-{_figure(d, s, 'kernels_conv1', 'the 16 kernels of the first convolution')}
+{_figure(d, s, 'conv1_kernels', 'the 16 kernels of the first convolution')}
 
-{_figure(d, s, 'kernels_conv2', 'the 32x16 kernels of the second convolution')}
+{_figure(d, s, 'conv2_kernels', 'the 32x16 kernels of the second convolution')}
 
-{_figure(d, s, 'kernels_conv2_channel0', "the second convolution's kernels on its first input channel")}
+{_figure(d, s, 'conv2_kernels_channel0', "the second convolution's kernels on its first input channel")}
 
-The first layer's 3x3 kernels act directly on pixels: oriented edge and bar detectors
-(light-dark transitions in one direction) and blob-like intensity filters, the simple,
-generic features any image has. The second layer's kernels combine the 16 first-layer
+The first layer's 3x3 kernels act directly on pixels, so each can only weigh a pixel
+against its 8 neighbours: look in the figure for sign patterns split along a line
+(edge and bar detectors of one orientation) and for same-sign kernels (local brightness),
+the simple, generic features any image has. The second layer's kernels combine the 16 first-layer
 maps, so a single 3x3 slice means little on its own: each output channel responds to a
 pattern of first-layer features (corners, textures, parts of a garment's outline) over a
 larger receptive field (8x8 pixels after the first pooling). Deeper layers build
@@ -127,46 +135,53 @@ def _caption_section(stage: dict) -> str:
 
     def metric_row(name):
         m = models[name]
-        corpus = m.get("corpus_bleu") or {}
-        b4 = corpus.get("bleu4", corpus.get("BLEU-4")) if isinstance(corpus, dict) else (corpus[3] if corpus else None)
-        seeds = len(m.get("seeds") or []) or 1
-        return (f"| {names[name]} | {_pm(m.get('test_bleu4_mean', m.get('test_bleu4')), m.get('test_bleu4_std'))} | "
-                f"{_f(m.get('test_bleu4_best_mean', m.get('test_bleu4_best')))} | {_f(b4)} | "
-                f"{_f(m.get('cider'), 3)} | {_f(m.get('rouge_l'))} | {seeds} | {m.get('seconds', 0):.0f} |")
+        return (f"| {names[name]} | {_pm(m['test_bleu4_mean'], m['test_bleu4_std'])} | "
+                f"{_pm(m['test_bleu4_best_mean'], m['test_bleu4_best_std'])} | "
+                f"{_pm(m['corpus_bleu4_mean'], m['corpus_bleu4_std'])} | {_pm(m['cider_mean'], m['cider_std'], 3)} | "
+                f"{_pm(m['rouge_l_mean'], m['rouge_l_std'])} | {m['seconds_total']:.0f} |")
 
     comp = s.get("comparison") or {}
     interval = ""
     if comp:
-        interval = (f"Paired bootstrap over the test images of (attention − no attention) BLEU-4: "
-                    f"**{_f(comp.get('mean_diff', comp.get('diff')))}**, 95% interval "
-                    f"[{_f(comp.get('ci_low'))}, {_f(comp.get('ci_high'))}]"
-                    + (f" ({comp['note']})" if comp.get("note") else "") + ".")
-    show = s.get("show") or list((s.get("captions") or {}).keys())[:3]
+        interval = (f"Paired bootstrap over the {comp['images']} test images ({comp['samples']:,} resamples, "
+                    f"per-image bleu4 averaged over the {comp['seeds']} seed(s)) of (attention − no attention): "
+                    f"**{comp['difference']:+.4f}**, 95% interval [{comp['ci_low']:+.4f}, {comp['ci_high']:+.4f}]. "
+                    + ("The interval excludes 0." if comp["ci_low"] > 1e-9 or comp["ci_high"] < -1e-9 else
+                       "The interval includes 0: this data cannot tell the two decoders apart."))
     shown = []
-    for image in show:
-        caps = (s.get("captions") or {}).get(str(image), {})
-        other = study.OTHER_GROUP_CAPTIONS.get(str(image).split(".")[0])
-        lines = [f"- with attention: *{caps.get('attention', '—')}*",
-                 f"- without attention: *{caps.get('no_attention', '—')}*"]
-        if other:
-            lines.append(f"- another group's attention model: *{other}*")
-        shown.append(f"**Test image {image}**\n\n" + "\n".join(lines))
-    figs = s.get("figures") or {}
-    att_maps = "\n\n".join(f"![attention maps, image {k.split('_')[-1]}]({d}/{v})"
-                           for k, v in figs.items() if k.startswith("attention_maps"))
+    for image in cfg.get("show", []):
+        caps = (s.get("captions") or {}).get(str(image))
+        if not caps:
+            continue
+        other = study.OTHER_GROUP_CAPTIONS.get(str(image))
+        lines = [f"- with attention: *{caps['attention']}*" if "attention" in caps else "",
+                 f"- without attention: *{caps['no_attention']}*" if "no_attention" in caps else "",
+                 f"- another group's attention model: *{other}*" if other else "",
+                 f"- first reference: *{caps['references'][0]}*" if caps.get("references") else ""]
+        shown.append(f"**Test image {caps.get('filename', image)}** (seed {s['seeds'][0]})\n\n"
+                     + "\n".join(x for x in lines if x))
+    enc = s.get("encoder") or {}
+    layer = s.get("feature_layer") or {}
+    grid = "x".join(map(str, enc.get("grid", [])))
+    encoder = (f"{enc.get('name')} encoder, layer `{enc.get('layer')}` ({enc.get('channels')} channels, "
+               f"a {grid} grid of {enc.get('regions')} regions; layer chosen by {layer.get('selected_by')})")
+    seeds = ", ".join(map(str, s.get("seeds", [])))
+
     return f"""## Question 3
 
-Remote-sensing captioning on Sydney-Captions: a frozen ImageNet-pretrained
-{s.get('encoder', 'CNN')} encoder ({s.get('feature_layer', '')}) and an LSTM decoder, vocabulary
-{s.get('vocab_size')} words, captions up to {s.get('max_len')} tokens. Protocol: {', '.join(f'{k} {v}' for k, v in cfg.items() if k in ('optimizer', 'lr', 'epochs', 'batch_size', 'clip', 'seeds', 'attention_act'))}.
+Remote-sensing captioning on {(s.get('dataset') or {}).get('name', 'the dataset')}: a frozen ImageNet-pretrained
+{encoder} and an LSTM decoder; vocabulary of {s['vocab_size']} entries, captions up to {s['max_len']} tokens.
+Protocol: Adam lr {cfg.get('lr')}, {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, gradients clipped to
+±{cfg.get('grad_clip')}, attention activation {cfg.get('attention_act')}, {'greedy' if cfg.get('beam', 1) == 1 else 'beam ' + str(cfg.get('beam'))} decoding; seeds {seeds}.
+Values are mean ± std over the seeds.
 `bleu4` is the study's metric: the mean over test images of nltk's `sentence_bleu` against
 the image's 5 references (uniform 4-gram weights, no smoothing); corpus BLEU-4 (nltk
 `corpus_bleu`), CIDEr-D and ROUGE-L (pycocoevalcap) are given beside it.
 
 ### Q3.1a and Q3.1b
 
-| decoder | test bleu4 (final model) | test bleu4 (best on val) | corpus BLEU-4 | CIDEr-D | ROUGE-L | seeds | seconds |
-|---|---:|---:|---:|---:|---:|---:|---:|
+| decoder | test bleu4 (final model) | test bleu4 (best on val) | corpus BLEU-4 | CIDEr-D | ROUGE-L | seconds |
+|---|---:|---:|---:|---:|---:|---:|
 {metric_row('no_attention')}
 {metric_row('attention')}
 
@@ -178,9 +193,9 @@ the image's 5 references (uniform 4-gram weights, no smoothing); corpus BLEU-4 (
 
 {_figure(d, s, 'captions', 'test images with generated and reference captions')}
 
-{chr(10).join(shown)}
+{(chr(10) * 2).join(shown)}
 
-{att_maps}
+{_figure(d, s, 'attention', 'attention over the image for each generated word')}
 """
 
 
@@ -219,7 +234,7 @@ def _closing_table(results: dict) -> str:
     for name, label in (("no_attention", "without attention"), ("attention", "with attention")):
         m = s and s["models"][name]
         row(f"Q3.1 test bleu4 {label} (mean over seeds)", study.SEED["caption"][name],
-            m and m.get("test_bleu4_mean", m.get("test_bleu4")))
+            m and m["test_bleu4_mean"])
     return ("## This run against the study\n\n| quantity | study (seed report) | this run | difference |\n"
             "|---|---:|---:|---:|\n" + "\n".join(rows) + "\n")
 

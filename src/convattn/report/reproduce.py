@@ -59,17 +59,19 @@ def _theory_stage(args, out: Path) -> dict:
 
 def _classify_stage(args, out: Path) -> dict:
     from convattn.classify import train
+    from convattn.classify.presets import PRESETS as CLASSIFY_PRESETS
 
-    config = train.preset(args.preset)
-    summary = train.run(config, out, data_dir=args.data, device=args.device, quiet=args.quiet, fresh=args.fresh)
+    summary = train.run(CLASSIFY_PRESETS[args.preset], out, data_dir=args.data, device=args.device,
+                        quiet=args.quiet, fresh=args.fresh)
     return {"summary": summary}
 
 
 def _caption_stage(args, out: Path) -> dict:
     from convattn.caption import train
+    from convattn.caption.presets import PRESETS as CAPTION_PRESETS
 
-    config = train.preset(args.preset)
-    summary = train.run(config, args.sydney_dir, out, device=args.device, quiet=args.quiet, fresh=args.fresh)
+    summary = train.run(CAPTION_PRESETS[args.preset], args.sydney_dir, out, device=args.device,
+                        quiet=args.quiet, fresh=args.fresh)
     return {"summary": summary}
 
 
@@ -98,26 +100,26 @@ def reproduce(args) -> int:
         "stages": {},
     }
     for name, stage in STAGES.items():
-        if name == "caption" and args.sydney_dir is None:
-            results["stages"][name] = {"status": "skipped", "reason": why, "seconds": 0.0}
-            results["warnings"].append(f"Question 3 was skipped: {why} See the Question 3 section.")
-            log(f"convattn: warning: {why} Q3 skipped; the report says how to get the dataset")
-            continue
-        log(f"== {name} ==")
         t0 = time.perf_counter()
         entry: dict = {"dir": name}
-        try:
-            entry.update(stage(args, out / name))
-            entry["status"] = "ok"
-        except UserError as exc:
-            entry.update(status="failed", error=str(exc))
-        except Exception as exc:  # keep the other stages' results; the report shows the error
-            if args.debug:
-                traceback.print_exc()
-            entry.update(status="failed", error=f"{exc.__class__.__name__}: {exc}")
+        if name == "caption" and args.sydney_dir is None:
+            entry.update(status="skipped", reason=why)
+            results["warnings"].append(f"Question 3 was skipped: {why} See the Question 3 section.")
+            log(f"convattn: warning: {why} Q3 skipped; the report says how to get the dataset")
+        else:
+            log(f"== {name} ==")
+            try:
+                entry.update(stage(args, out / name))
+                entry["status"] = "ok"
+            except UserError as exc:
+                entry.update(status="failed", error=str(exc))
+            except Exception as exc:  # keep the other stages' results; the report shows the error
+                if args.debug:
+                    traceback.print_exc()
+                entry.update(status="failed", error=f"{exc.__class__.__name__}: {exc}")
+            if entry["status"] == "failed":
+                log(f"convattn: stage {name} failed: {entry['error']}")
         entry["seconds"] = round(time.perf_counter() - t0, 1)
-        if entry["status"] == "failed":
-            log(f"convattn: stage {name} failed: {entry['error']}")
         results["stages"][name] = entry
         results["wall_seconds"] = round(time.perf_counter() - started, 1)
         io.write_json(out / "results.json", results)
