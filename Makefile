@@ -27,8 +27,9 @@ data: $(VENV)/.installed
 	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	else $(BIN)/convattn download fashion-mnist; fi
 
+# SYDNEY=DIR (or $$CONVATTN_SYDNEY) points to Sydney-Captions; PRESET=fast for the quick version
 reproduce: setup
-	$(BIN)/convattn theory --out $(OUT)/theory
+	$(BIN)/convattn reproduce --preset $(PRESET) --out $(OUT) $(if $(SYDNEY),--sydney $(SYDNEY))
 
 test: setup
 	$(BIN)/python -m pytest -q
