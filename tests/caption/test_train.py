@@ -28,7 +28,7 @@ def test_summary_schema(finished):
                 "models", "comparison", "captions", "figures", "seeds", "timing"):
         assert key in summary, key
     assert summary["seeds"] == [42, 43]
-    assert summary["encoder"]["grid"] == [2, 2] and summary["feature_layer"]["chosen"] == "head"
+    assert summary["encoder"]["grid"] == [2, 2] and summary["feature_layer"]["chosen"] == "blocks"
     for model in ("no_attention", "attention"):
         m = summary["models"][model]
         assert len(m["train_loss"]) == len(m["val_bleu4"]) == 2
@@ -53,7 +53,7 @@ def test_summary_schema(finished):
 
 def test_rerun_reuses_finished_runs_and_retrains_on_a_new_config(finished, tiny_data, capsys):
     out, summary = finished
-    result = out / "runs/head/attention/seed42/result.json"
+    result = out / "runs/blocks/attention/seed42/result.json"
     stamp = result.stat().st_mtime_ns
     again = train.run(SMOKE, tiny_data, out, device="cpu", quiet=True)
     assert result.stat().st_mtime_ns == stamp
@@ -86,7 +86,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch):
 
 def test_predict_matches_the_runs_captions(finished, tiny_data, capsys):
     out, summary = finished
-    model = out / "runs/head/attention/seed42/model.pt"
+    model = out / "runs/blocks/attention/seed42/model.pt"
     maps = out / "maps"
     assert main(["caption", "predict", "--model", str(model), str(tiny_data / "images/219.png"),
                  "--attention-maps", str(maps), "--device", "cpu"]) == 0

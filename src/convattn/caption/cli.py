@@ -58,8 +58,8 @@ def register(subparsers) -> None:
             parser.add_argument(flag, dest=name, type=type_, nargs="+", default=None,
                                 help=f"{help_} (homework: {' '.join(default)})")
         else:
-            parser.add_argument(flag, dest=name, type=type_, default=None,
-                                help=f"{help_} (homework: {default})")
+            shown = "" if default is None else f" (homework: {default})"
+            parser.add_argument(flag, dest=name, type=type_, default=None, help=help_ + shown)
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR even when Java is present")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--resume", action="store_true",
@@ -83,6 +83,8 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args) -> "CaptionConfig":
+    from convattn.caption.encoders import DEFAULT_LAYER, ENCODER_LAYERS
+
     config = PRESETS[args.preset]
     known = {f.name for f in fields(config)}
     overrides = {name: getattr(args, name) for _, name, _, _ in FLAGS
@@ -92,6 +94,11 @@ def config_from_args(args) -> "CaptionConfig":
             overrides[name] = tuple(overrides[name])
     if args.no_meteor:
         overrides["meteor"] = False
+    # another encoder without --feature-layer: that encoder's default layer
+    encoder = overrides.get("encoder", config.encoder)
+    if "feature_layer" not in overrides and encoder in ENCODER_LAYERS \
+            and config.feature_layer not in (*ENCODER_LAYERS[encoder], "auto"):
+        overrides["feature_layer"] = DEFAULT_LAYER[encoder]
     return replace(config, **overrides)
 
 

@@ -33,7 +33,7 @@ ENCODER_LAYERS = {
     "efficientnet-lite0": {"head": 1280, "blocks": 320},
     "resnet18": {"layer4": 512},
 }
-DEFAULT_LAYER = {"efficientnet-lite0": "head", "resnet18": "layer4"}
+DEFAULT_LAYER = {"efficientnet-lite0": "blocks", "resnet18": "layer4"}
 
 
 @dataclass(frozen=True)

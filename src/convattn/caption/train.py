@@ -130,7 +130,8 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     seed_everything(seed)
     max_steps = config.max_steps or data.max_len
     decoder = build_decoder(model, len(data.vocab), data.features.shape[2], config).to(device)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
+    # fused: one kernel for all parameters instead of a dozen small ops each (8% of a step)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, fused=True)
     history = {"train_loss": [], "val_bleu4": [], "epoch_seconds": []}
     best_val, start_epoch = -1.0, 0
     if ckpt_path.is_file():
