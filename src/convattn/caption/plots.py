@@ -42,7 +42,8 @@ def plot_curves(model_summary: dict, model: str, path: Path) -> None:
         for s, curve in zip(model_summary["seeds"], curves):
             ax.plot(epochs, curve, color="0.7", lw=1, marker=".", label=None)
         ax.plot(epochs, curves.mean(0), color="C0" if key == "train_loss" else "C1", lw=2.2, marker="o",
-                label=f"mean of {len(curves)} seed{'s' if len(curves) > 1 else ''}")
+                label=f"mean of {len(curves)} seeds" if len(curves) > 1
+                else f"seed {model_summary['seeds'][0]['seed']}")
         if len(curves) > 1:
             ax.plot([], [], color="0.7", lw=1, label="each seed")
         ax.set_xlabel("epoch")
@@ -50,8 +51,10 @@ def plot_curves(model_summary: dict, model: str, path: Path) -> None:
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
-    fig.suptitle(f"Decoder {TITLES.get(model, model)}: test BLEU-4 "
-                 f"{model_summary['test_bleu4_mean']:.3f} ± {model_summary['test_bleu4_std']:.3f}")
+    n = len(model_summary["seeds"])
+    score = (f"{model_summary['test_bleu4_mean']:.3f} ± {model_summary['test_bleu4_std']:.3f} "
+             f"(mean ± std of {n} seeds)" if n > 1 else f"{model_summary['test_bleu4']:.3f}")
+    fig.suptitle(f"Decoder {TITLES.get(model, model)}: test BLEU-4 {score}")
     fig.tight_layout()
     io.save_figure(fig, path, dpi=110)
     plt.close(fig)
@@ -64,21 +67,20 @@ def plot_captions(rows: list[dict], path: Path) -> None:
                              gridspec_kw={"width_ratios": [1, 2.3]})
     for (ax_img, ax_txt), row in zip(axes, rows):
         ax_img.imshow(row["image"].permute(1, 2, 0).numpy())
-        ax_img.set_title(row["name"], fontsize=11)
+        ax_img.set_title(f"test image {row['name']}", fontsize=11)
         ax_img.axis("off")
         ax_txt.axis("off")
-        lines = []
+        lines = []  # (text, weight, colour)
         for model, text in row["generated"].items():
-            lines.append((f"{TITLES.get(model, model)}:", "bold"))
-            lines += [(w, "normal") for w in textwrap.wrap(text or "(empty)", 70)]
-        lines.append(("references:", "bold"))
+            lines.append((f"generated, {TITLES.get(model, model)}:", "bold", "black"))
+            lines += [(w, "normal", "black") for w in textwrap.wrap(text or "(empty)", 72)]
+        lines.append(("references:", "bold", "0.35"))
         for ref in row["references"]:
-            lines += [(w, "normal") for w in textwrap.wrap("- " + ref, 74)]
+            lines += [(w, "normal", "0.35") for w in textwrap.wrap("- " + ref, 76, subsequent_indent="  ")]
         y = 1.0
         step = min(0.085, 1.0 / max(len(lines), 1))
-        for text, weight in lines:
-            ax_txt.text(0, y, text, fontsize=9.5, fontweight=weight, va="top", family="sans-serif",
-                        color="0.25" if weight == "normal" and text.startswith("- ") else "black")
+        for text, weight, colour in lines:
+            ax_txt.text(0, y, text, fontsize=9.5, fontweight=weight, va="top", color=colour)
             y -= step
     fig.tight_layout()
     io.save_figure(fig, path, dpi=100)
@@ -88,7 +90,8 @@ def plot_captions(rows: list[dict], path: Path) -> None:
 def plot_attention(image: torch.Tensor, words: list[str], alphas: np.ndarray, grid, title: str,
                    path: Path, columns: int = 5) -> None:
     """image [3, H, W]; alphas [len(words), R] with R = grid[0] * grid[1]: one panel per word,
-    the word's attention weights upsampled over the image (brighter = more weight)."""
+    the image lit by the word's attention weights (bright = attended); the title gives the
+    largest weight (1/R would be uniform attention)."""
     plt = _pyplot()
     rows = -(-len(words) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.5 * rows + 0.5), squeeze=False)
@@ -97,12 +100,13 @@ def plot_attention(image: torch.Tensor, words: list[str], alphas: np.ndarray, gr
     for ax in axes.ravel():
         ax.axis("off")
     for ax, word, alpha in zip(axes.ravel(), words, alphas):
-        heat = alpha.reshape(grid)
-        ax.imshow(rgb)
-        # each region's weight as a block over its part of the image, smoothed by bilinear
-        ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, w, h, 0), interpolation="bilinear",
-                  vmin=0, vmax=heat.max())
-        ax.set_title(word, fontsize=11)
+        # the region weights, upsampled to the image and scaled so the word's most attended
+        # region is 1; the image is shown dimmed where the weight is low
+        heat = torch.nn.functional.interpolate(torch.as_tensor(alpha).reshape(1, 1, *grid).float(),
+                                               size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        heat = (heat / heat.max()).numpy()[:, :, None]
+        ax.imshow(rgb * (0.35 + 0.65 * heat))
+        ax.set_title(f"{word} (max {alpha.max():.2f})", fontsize=10)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     io.save_figure(fig, path, dpi=90)
@@ -141,7 +145,8 @@ def draw_all(summary: dict, data, results: dict, spec, out_dir, device) -> dict:
                 rel = f"figures/attention_{im.name}.png"
                 shown_words = words + [END]
                 plot_attention(images[i], shown_words, alphas[i, :len(shown_words)].cpu().numpy(),
-                               data.grid, f"{im.name}: where the attention decoder looks for each word",
+                               data.grid, f"{im.name}: attention over the {data.grid[0]}x{data.grid[1]} "
+                               f"regions for each generated word (uniform would be {1 / len(alphas[i, 0]):.3f})",
                                out_dir / rel)
                 figures["attention"][im.name] = rel
     rows = [{"name": im.name, "image": img, "generated": generated[im.name],
