@@ -90,7 +90,7 @@ def plot_captions(rows: list[dict], path: Path) -> None:
 def plot_attention(image: torch.Tensor, words: list[str], alphas: np.ndarray, grid, title: str,
                    path: Path, columns: int = 5) -> None:
     """image [3, H, W]; alphas [len(words), R] with R = grid[0] * grid[1]: one panel per word,
-    the image lit by the word's attention weights (bright = attended); the title gives the
+    its attention weights as an overlay (opaque red = most attended); the title gives the
     largest weight (1/R would be uniform attention)."""
     plt = _pyplot()
     rows = -(-len(words) // columns)
@@ -101,11 +101,12 @@ def plot_attention(image: torch.Tensor, words: list[str], alphas: np.ndarray, gr
         ax.axis("off")
     for ax, word, alpha in zip(axes.ravel(), words, alphas):
         # the region weights, upsampled to the image and scaled so the word's most attended
-        # region is 1; the image is shown dimmed where the weight is low
+        # region is 1, drawn as a yellow-red glow whose opacity follows the weight
         heat = torch.nn.functional.interpolate(torch.as_tensor(alpha).reshape(1, 1, *grid).float(),
                                                size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        heat = (heat / heat.max()).numpy()[:, :, None]
-        ax.imshow(rgb * (0.35 + 0.65 * heat))
+        heat = (heat / heat.max()).numpy()
+        ax.imshow(rgb)
+        ax.imshow(heat, cmap="autumn_r", alpha=0.7 * heat, vmin=0, vmax=1)
         ax.set_title(f"{word} (max {alpha.max():.2f})", fontsize=10)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
