@@ -14,8 +14,9 @@
 4. With --protocol: both homework models, one seed, trained and evaluated on cached
    features (the issue's 2-minute target), via the real `run`.
 
-Everything runs with --threads torch threads (default 1, what training uses; see
-convattn.caption.train.decoder_threads).
+Everything runs with --threads torch threads (default 1, what `convattn caption` uses; see
+convattn.caption.train.cpu_threads). Training and decoding use the homework preset's
+feature layer; the extraction comparison uses the head layer on both sides (like for like).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def bench_features(dataset, n_images: int) -> None:
             x = torch.stack([load_image(p) for p in paths[lo:lo + 8]])
             ours_enc(x.contiguous(memory_format=torch.channels_last))
     ours = n_images / (time.perf_counter() - t)
-    print(f"features ({n_images} images, 500x500, head layer): ours {ours:.2f} images/s, "
+    print(f"features ({n_images} images, 500x500, head layer, {torch.get_num_threads()} thread(s)): ours {ours:.2f} images/s, "
           f"reference {ref:.2f} images/s, ratio {ours / ref:.2f}x")
 
 
@@ -157,10 +158,10 @@ def bench_decoding(dec: DecoderWithAttention, data: Data) -> None:
           f"bleu4 {metrics.bleu4(refs, ours):.4f} vs {metrics.bleu4(refs, plain):.4f}")
 
 
-def bench_protocol(data_dir: Path) -> None:
+def bench_protocol(data_dir: Path, threads: int) -> None:
     from convattn.caption.train import run
 
-    config = replace(HOMEWORK, seeds=1, meteor=False)
+    config = replace(HOMEWORK, seeds=1, meteor=False, threads=threads)
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
         summary = run(config, data_dir, out, device="cpu", quiet=True)
@@ -185,12 +186,12 @@ def main(argv=None) -> int:
     dataset = load_dataset(args.data)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
     bench_features(dataset, args.images)
-    features, grid, info = region_features(dataset, EncoderSpec(), torch.device("cpu"))
+    features, grid, info = region_features(dataset, EncoderSpec(layer=HOMEWORK.feature_layer), torch.device("cpu"))
     data = Data(dataset, features, grid, torch.device("cpu"))
     dec = bench_epoch(data, args.reference_batches)
     bench_decoding(dec, data)
     if args.protocol:
-        bench_protocol(Path(args.data))
+        bench_protocol(Path(args.data), args.threads)
     return 0
 
 

@@ -37,6 +37,7 @@ FLAGS = [
     ("--max-steps", "max_steps", int, "longest caption generated (default: the longest training caption)"),
     ("--show", "show", str, "images whose captions and attention maps are drawn"),
     ("--bootstrap", "bootstrap", int, "bootstrap resamples for the attention vs no-attention interval"),
+    ("--threads", "threads", int, "torch CPU threads; 1 is fastest when other work shares the cores"),
 ]
 
 
