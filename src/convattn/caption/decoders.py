@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+ACTIVATIONS = {"tanh": (torch.tanh, torch.tanh_), "relu": (torch.relu, torch.relu_)}
 
 
 class Attention(nn.Module):
@@ -31,7 +31,7 @@ class Attention(nn.Module):
         self.hidden_proj = nn.Linear(hidden_dim, attention_dim)    # W_h
         self.score = nn.Linear(attention_dim, 1)                   # w
         self.act_name = act
-        self.act = ACTIVATIONS[act]
+        self.act, self.act_ = ACTIVATIONS[act]  # the function and its in-place form
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """features [B, R, C] -> W_f f [B, R, A]; once per batch, not per step."""
@@ -41,7 +41,10 @@ class Attention(nn.Module):
                 h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features [B, R, C], projected = project(features) [B, R, A], h [B, H]
         -> context [B, C], alpha [B, R] (sums to 1 over regions)."""
-        e = self.score(self.act(projected + self.hidden_proj(h)[:, None, :])).squeeze(-1)  # [B, R]
+        pre = projected + self.hidden_proj(h)[:, None, :]                                 # [B, R, A]
+        # decoding (no autograd): the activation in place, one [B, R, A] pass less per step
+        act = self.act(pre) if torch.is_grad_enabled() else self.act_(pre)
+        e = self.score(act).squeeze(-1)                                                   # [B, R]
         alpha = e.softmax(dim=-1)
         context = torch.bmm(alpha[:, None, :], features).squeeze(1)                      # [B, C]
         return context, alpha
