@@ -121,7 +121,8 @@ def draw_all(summary: dict, out_dir, pdf: bool = False) -> dict:
     best = next((r for r in runs if r["lr"] == summary["best_lr"]), None)
     if best is None:
         return figures
-    lr = f"{best['lr']:g}"
+    # with a schedule, the run's lr is its peak
+    lr = ("peak " if summary["config"]["schedule"] != "constant" else "") + f"{best['lr']:g}"
     figures["best_train_loss"] = _save(
         best_curve(best, "train_loss", "training loss (epoch mean)",
                    f"Training loss, best run (lr {lr})"), out_dir, "best-train-loss", pdf)

@@ -6,7 +6,7 @@ chosen preset, so `--help` shows the study's values.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -41,27 +41,20 @@ class ClassifyConfig:
         d["lrs"] = list(self.lrs)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClassifyConfig":
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if "lrs" in d:
-            d["lrs"] = tuple(d["lrs"])
-        return cls(**d)
-
     def with_(self, **changes) -> "ClassifyConfig":
         return replace(self, **changes)
 
 
 HOMEWORK = ClassifyConfig()
 
-# Chosen on the dev set only (see README, "Fast preset"): same network and parameter count,
-# larger batches for throughput, SGD with Nesterov momentum under a one-cycle schedule,
-# light augmentation and label smoothing against the overfitting that batch 8 hides.
+# Chosen on the dev set only, among 7 candidates (README, "Fast preset"): same network and
+# parameter count; batch 128 for throughput; SGD with Nesterov momentum under a one-cycle
+# schedule (20% warm-up to lr 0.1, cosine to 0); weight decay, label smoothing and dropout
+# 0.3 as mild regularisers. Flips and shifts lowered dev accuracy at this epoch budget.
 FAST = ClassifyConfig(
-    preset="fast", lrs=(0.1,), epochs=10, batch_size=128, optimizer="sgd", momentum=0.9,
-    nesterov=True, weight_decay=5e-4, schedule="onecycle", warmup=0.15, label_smoothing=0.1,
-    augment="shift-flip", dropout=0.3, eval_batch_size=2000, threads=0,
+    preset="fast", lrs=(0.1,), epochs=8, batch_size=128, optimizer="sgd", momentum=0.9,
+    nesterov=True, weight_decay=5e-4, schedule="onecycle", warmup=0.2, label_smoothing=0.1,
+    augment="none", dropout=0.3, eval_batch_size=2000, threads=1,
 )
 
 # Seconds, for tests and quick checks: a tiny subset, one epoch, the study's optimiser.
