@@ -339,7 +339,8 @@ def run(config: CaptionConfig, data_dir, out_dir, device="auto", quiet: bool = F
         summary["comparison"] = compare(results["no_attention"], results["attention"], config.bootstrap)
     summary["timing"] = {**timing, "runs_seconds": sum(m["seconds_total"] for m in summary["models"].values()),
                          "total_seconds": None}
-    summary["environment"] = {**environment(), "device": str(device)}
+    summary["environment"] = {**environment(), "device": str(device),
+                              "torch_threads": config.threads if device.type == "cpu" else None}
 
     from convattn.caption import plots
 
