@@ -16,7 +16,8 @@ from convattn.common.errors import UserError
 from convattn.common.io import load_checkpoint, read_json
 from tiny_fashion import write_tiny_fashion
 
-TINY = ClassifyConfig(preset="test", lrs=(0.01, 0.1), epochs=3, eval_batch_size=16)
+# one process, so that monkeypatched functions are the ones that run
+TINY = ClassifyConfig(preset="test", lrs=(0.01, 0.1), epochs=3, eval_batch_size=16, jobs=1)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,15 @@ def test_resume_after_crash_matches_uninterrupted(reference, data_dir, tmp_path,
     monkeypatch.setattr(train, "evaluate", real_evaluate)
     resumed = train.run(TINY, tmp_path, data_dir=data_dir, device="cpu", quiet=True)
     _same_runs(resumed, ref)
+    _same_weights(tmp_path, ref_dir, 0.1)
+
+
+def test_parallel_runs_give_the_same_numbers(reference, data_dir, tmp_path):
+    ref_dir, ref = reference
+    parallel = train.run(TINY.with_(jobs=2), tmp_path, data_dir=data_dir, device="cpu",
+                         quiet=True)
+    _same_runs(parallel, ref)
+    _same_weights(tmp_path, ref_dir, 0.01)
     _same_weights(tmp_path, ref_dir, 0.1)
 
 

@@ -31,7 +31,8 @@ HELP = {
     "train_limit": "train on the first N training images only (0: all)",
     "eval_limit": "score the first N dev and N test images only (0: all)",
     "eval_batch_size": "evaluation batch size (speed only)",
-    "threads": "CPU threads, 0: one per core (speed only; 1 avoids OpenMP stalls at batch 8 "
+    "jobs": "learning rates trained in parallel processes, 0: one per CPU core (speed only)",
+    "threads": "CPU threads per run, 0: one per core (speed only; 1 avoids OpenMP stalls at batch 8 "
                "on a busy machine)",
 }
 
@@ -98,6 +99,7 @@ def config_from_args(args) -> ClassifyConfig:
         (config.batch_size >= 1, "--batch-size", "must be >= 1"),
         (config.eval_batch_size >= 1, "--eval-batch-size", "must be >= 1"),
         (config.threads >= 0, "--threads", "must be >= 0"),
+        (config.jobs >= 0, "--jobs", "must be >= 0"),
         (0 <= config.dropout < 1, "--dropout", "must be in [0, 1)"),
         (0 <= config.label_smoothing < 1, "--label-smoothing", "must be in [0, 1)"),
         (0 <= config.warmup < 1, "--warmup", "must be in [0, 1)"),

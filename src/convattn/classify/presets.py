@@ -35,6 +35,9 @@ class ClassifyConfig:
     # ends in an OpenMP barrier: faster when the machine is idle, up to 100x slower when
     # another process holds a core. Speed only; not part of a run's identity.
     threads: int = 1
+    # learning rates trained at once, one process each (0: one per CPU core, at most one
+    # per lr). Speed only: each run's numbers are those it gives alone.
+    jobs: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -57,7 +60,8 @@ FAST = ClassifyConfig(
     augment="none", dropout=0.3, eval_batch_size=2000, threads=1,
 )
 
-# Seconds, for tests and quick checks: a tiny subset, one epoch, the study's optimiser.
-SMOKE = ClassifyConfig(preset="smoke", epochs=1, train_limit=2000, eval_limit=500)
+# Seconds, for tests and quick checks: a tiny subset, one epoch, the study's optimiser, one
+# process (starting workers would take longer than the runs).
+SMOKE = ClassifyConfig(preset="smoke", epochs=1, train_limit=2000, eval_limit=500, jobs=1)
 
 PRESETS = {c.preset: c for c in (HOMEWORK, FAST, SMOKE)}

@@ -12,12 +12,16 @@ no per-sample collate); the loss is summed on-tensor and read every REFRESH step
 with `.item()` per step; the model is channels-last, where oneDNN's convolution and
 max-pool kernels are faster than the NCHW ones for these shapes; SGD updates all
 parameters with one `foreach` kernel; evaluation runs under inference_mode in batches of
-1,000. See bench/classify_speed.py.
+1,000. At batch 8 a step is a few dozen tiny ops, so one thread per run is faster than
+OpenMP across cores; the cores are used by training the learning rates in parallel
+processes instead (`jobs`). See bench/classify_speed.py.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -144,7 +148,7 @@ def run_identity(config: ClassifyConfig, lr: float, data: FashionMNIST) -> dict:
     """What makes two runs the same computation: every knob but the sweep list, the lr,
     and the data's fingerprint. A checkpoint is reused only when this matches."""
     ident = config.to_dict()
-    del ident["lrs"], ident["preset"], ident["threads"]
+    del ident["lrs"], ident["preset"], ident["threads"], ident["jobs"]
     return {**ident, "lr": lr, "data": data.fingerprint}
 
 
@@ -350,18 +354,40 @@ def _run(config, out_dir, data_dir, dev, quiet, fresh, pdf, strict) -> dict:
     records: dict[float, dict] = {}
 
     def write_summary(figures: dict | None = None) -> dict:
-        summary = make_summary(config, data, list(records.values()), params, figures or {},
-                               dev, time.perf_counter() - wall0)
+        done = [records[lr] for lr in config.lrs if lr in records]
+        summary = make_summary(config, data, done, params, figures or {}, dev,
+                               time.perf_counter() - wall0)
         io.write_json(out_dir / "summary.json", summary)
         return summary
 
-    for lr in config.lrs:
-        def on_epoch(record, lr=lr):
-            records[lr] = record
+    jobs = min(config.jobs or os.cpu_count() or 1, len(config.lrs))
+    if jobs > 1 and dev.type == "cpu":
+        # One process per learning rate, each on config.threads threads: the runs are
+        # independent, so each gives the same numbers as it would alone.
+        log(f"training {len(config.lrs)} learning rates in {jobs} parallel processes")
+        tasks = [(config, lr, str(out_dir), data_dir, fresh, strict) for lr in config.lrs]
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            for record in pool.imap_unordered(_train_run_in_worker, tasks):
+                records[record["lr"]] = record
+                write_summary()
+    else:
+        for lr in config.lrs:
+            def on_epoch(record, lr=lr):
+                records[lr] = record
+                write_summary()
+            records[lr] = train_run(data, config, lr, out_dir, dev, quiet, fresh, strict,
+                                    on_epoch)
             write_summary()
-        records[lr] = train_run(data, config, lr, out_dir, dev, quiet, fresh, strict, on_epoch)
-        write_summary()
 
     summary = write_summary()
     figures = plots.draw_all(summary, out_dir, pdf=pdf)
     return write_summary(figures)
+
+
+def _train_run_in_worker(task: tuple) -> dict:
+    """One learning rate in a worker process (no progress bar: bars would interleave)."""
+    config, lr, out_dir, data_dir, fresh, strict = task
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    data = limit(load_fashion_mnist(data_dir), config)
+    return train_run(data, config, lr, Path(out_dir), torch.device("cpu"), True, fresh, strict)
