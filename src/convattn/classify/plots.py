@@ -78,14 +78,20 @@ def _limit(w: np.ndarray) -> float:
 
 def kernel_grid(kernels: np.ndarray, rows: int, cols: int, title: str,
                 row_label: str | None = None, col_label: str | None = None,
-                row_names: list[str] | None = None):
-    """kernels (rows * cols, 3, 3) shown as one mosaic with 1-pixel gaps, one colour scale."""
+                row_names: list[str] | None = None, clip_percentile: float | None = None):
+    """kernels (rows * cols, 3, 3) shown as one mosaic with 1-pixel gaps, one colour scale,
+    symmetric around 0: up to max |w|, or to a percentile of |w| so that a few large
+    weights do not wash out the other kernels (the colour bar then says so)."""
     k = kernels.shape[-1]
     mosaic = np.full((rows * (k + 1) - 1, cols * (k + 1) - 1), np.nan)
     for idx, w in enumerate(kernels):
         r, c = divmod(idx, cols)
         mosaic[r * (k + 1):r * (k + 1) + k, c * (k + 1):c * (k + 1) + k] = w
     vmax = _limit(kernels)
+    label, extend = "weight", "neither"
+    if clip_percentile is not None:
+        vmax = float(np.percentile(np.abs(kernels), clip_percentile)) or vmax
+        label, extend = f"weight (colours clipped at the {clip_percentile:g}th percentile of |w|)", "both"
     cell = 0.42 if rows * cols <= 32 else 0.24
     fig, ax = plt.subplots(figsize=(cols * cell + 1.6, rows * cell + 0.9))
     cmap = plt.get_cmap(CMAP).with_extremes(bad="white")  # the gaps between kernels
@@ -105,7 +111,7 @@ def kernel_grid(kernels: np.ndarray, rows: int, cols: int, title: str,
         side.set_visible(False)
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046 if rows > 4 else 0.02, pad=0.02,
-                 label="weight")
+                 label=label, extend=extend)
     return fig
 
 
@@ -140,7 +146,7 @@ def draw_all(summary: dict, out_dir, pdf: bool = False) -> dict:
     figures["conv2_kernels"] = _save(
         kernel_grid(conv2.reshape(-1, 3, 3), 32, 16,
                     f"conv2: all 32x16 kernels 3x3 (lr {lr})",
-                    row_label="output channel", col_label="input channel"),
+                    row_label="output channel", col_label="input channel", clip_percentile=99),
         out_dir, "conv2-kernels", pdf)
     figures["conv2_kernels_channel0"] = _save(
         kernel_grid(conv2[:, 0], 4, 8, f"conv2: input channel 0 of each of the 32 kernels "
