@@ -31,7 +31,8 @@ HELP = {
     "train_limit": "train on the first N training images only (0: all)",
     "eval_limit": "score the first N dev and N test images only (0: all)",
     "eval_batch_size": "evaluation batch size (speed only)",
-    "jobs": "learning rates trained in parallel processes, 0: one per CPU core (speed only)",
+    "jobs": "learning rates trained at once, one process each; 0: all, up to two per CPU core "
+            "(speed only)",
     "threads": "CPU threads per run, 0: one per core (speed only; 1 avoids OpenMP stalls at batch 8 "
                "on a busy machine)",
 }

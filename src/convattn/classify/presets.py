@@ -35,8 +35,8 @@ class ClassifyConfig:
     # ends in an OpenMP barrier: faster when the machine is idle, up to 100x slower when
     # another process holds a core. Speed only; not part of a run's identity.
     threads: int = 1
-    # learning rates trained at once, one process each (0: one per CPU core, at most one
-    # per lr). Speed only: each run's numbers are those it gives alone.
+    # learning rates trained at once, one process each (0: all of them, up to two per CPU
+    # core). Speed only: each run's numbers are those it gives alone.
     jobs: int = 0
 
     def to_dict(self) -> dict:
