@@ -165,8 +165,10 @@ def _caption_section(stage: dict) -> str:
     enc = s.get("encoder") or {}
     layer = s.get("feature_layer") or {}
     grid = "x".join(map(str, enc.get("grid", [])))
+    chosen = ("chosen on validation BLEU-4 in this run" if layer.get("selected_by") == "validation"
+              else "set by the preset")
     encoder = (f"{enc.get('name')} encoder, layer `{enc.get('layer')}` ({enc.get('channels')} channels, "
-               f"a {grid} grid of {enc.get('regions')} regions; layer chosen by {layer.get('selected_by')})")
+               f"a {grid} grid of {enc.get('regions')} regions; {chosen})")
     seeds = ", ".join(map(str, s.get("seeds", [])))
 
     return f"""## Question 3
