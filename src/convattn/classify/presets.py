@@ -54,8 +54,9 @@ HOMEWORK = ClassifyConfig()
 # parameter count; batch 128 for throughput; SGD with Nesterov momentum under a one-cycle
 # schedule (20% warm-up to lr 0.1, cosine to 0); weight decay, label smoothing and dropout
 # 0.3 as mild regularisers. Flips and shifts lowered dev accuracy at this epoch budget.
+# 13 epochs: dev accuracy 0.9267, against 0.9249 for 11.
 FAST = ClassifyConfig(
-    preset="fast", lrs=(0.1,), epochs=11, batch_size=128, optimizer="sgd", momentum=0.9,
+    preset="fast", lrs=(0.1,), epochs=13, batch_size=128, optimizer="sgd", momentum=0.9,
     nesterov=True, weight_decay=5e-4, schedule="onecycle", warmup=0.2, label_smoothing=0.1,
     augment="none", dropout=0.3, eval_batch_size=2000, threads=1,
 )
