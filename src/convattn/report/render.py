@@ -76,9 +76,12 @@ def _classify_section(stage: dict) -> str:
     others = "\n".join(f"| {src} | {dr:g} | {lr:g} | {_f(tl)} | {_f(va)} | {_f(te)} |"
                        for src, dr, lr, tl, va, te in study.OTHER_CLASSIFY)
     seed = study.SEED["classify"]
-    recipe = ", ".join(f"{k} {v}" for k, v in cfg.items() if k in (
-        "optimizer", "epochs", "batch_size", "dropout", "seed", "momentum", "weight_decay", "schedule",
-        "label_smoothing", "augment"))
+    labels = {"optimizer": "optimizer", "epochs": "epochs", "batch_size": "batch size",
+              "momentum": "momentum", "weight_decay": "weight decay", "schedule": "learning-rate schedule",
+              "label_smoothing": "label smoothing", "augment": "augmentation", "dropout": "dropout",
+              "seed": "seed"}
+    recipe = ", ".join(f"{label} {cfg[k].upper() if k == 'optimizer' else cfg[k]}"
+                       for k, label in labels.items() if k in cfg)
     return f"""### Q2.2 Training the CNN
 
 The model of the study ({s['params']:,} parameters) trained with {recipe or 'the preset recipe'};
