@@ -39,7 +39,7 @@ class CaptionConfig:
     bootstrap: int = 10000
     meteor: bool = True               # only when Java is found
     # how the work runs, not what it computes
-    threads: int = 1                  # torch CPU threads (see train.cpu_threads)
+    threads: int = 1                  # torch CPU threads (see common.runtime.torch_threads)
 
     def to_dict(self) -> dict:
         d = asdict(self)

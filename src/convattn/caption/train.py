@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ from convattn.caption.presets import CaptionConfig
 from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.common.progress import log, progress
-from convattn.common.runtime import choose_device, environment, seed_everything
+from convattn.common.runtime import choose_device, environment, seed_everything, torch_threads
 from convattn.data.captions import PAD_ID, CaptionDataset, build_vocabulary, load_dataset
 
 # why a preset's layer is what it is (a run with --feature-layer auto measures it afresh)
@@ -248,23 +247,6 @@ def check_config(config: CaptionConfig) -> None:
         raise UserError(f"--attention-act {config.attention_act}: expected tanh or relu")
 
 
-@contextmanager
-def cpu_threads(n: int, device):
-    """Run torch on n CPU threads (config.threads, default 1). The decoders' ops are small
-    (batch 8), so more threads gain little; and when another process keeps the other core
-    busy, every parallel op waits for it: on the shared 2-core machine one thread was
-    faster for everything measured (features 18 vs 8 images/s at 256x256; tiny ops 60x)."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run(config: CaptionConfig, data_dir, out_dir, device="auto", quiet: bool = False,
         fresh: bool = False, resume: bool = True, images_dir=None) -> dict:
     """Train and evaluate every (model, seed), write summary.json and the figures -> summary.
@@ -290,7 +272,7 @@ def run(config: CaptionConfig, data_dir, out_dir, device="auto", quiet: bool = F
 
     def runs_for(layer: str, models, seed_list):
         spec = resolve_spec(config, layer)
-        with cpu_threads(config.threads, device):
+        with torch_threads(config.threads if device.type == "cpu" else 0):
             features, grid, info = region_features(dataset, spec, device, quiet=quiet)
             timing["features"][layer] = info
             data = Data(dataset, features, grid, device)
@@ -344,7 +326,7 @@ def run(config: CaptionConfig, data_dir, out_dir, device="auto", quiet: bool = F
 
     from convattn.caption import plots
 
-    with cpu_threads(config.threads, device):
+    with torch_threads(config.threads if device.type == "cpu" else 0):
         summary["figures"] = plots.draw_all(summary, data, results, spec, out_dir, device)
     summary["timing"]["total_seconds"] = time.perf_counter() - started
     io.write_json(out_dir / "summary.json", summary)

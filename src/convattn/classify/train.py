@@ -33,7 +33,7 @@ from convattn.classify.presets import ClassifyConfig
 from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.common.progress import log, progress
-from convattn.common.runtime import choose_device, environment, seed_everything
+from convattn.common.runtime import choose_device, environment, seed_everything, torch_threads
 from convattn.data.fashion_mnist import FashionMNIST, load_fashion_mnist
 
 CHECKPOINT_FORMAT = "convattn.classify/1"
@@ -335,14 +335,9 @@ def run(config: ClassifyConfig, out_dir, data_dir=None, device: str = "auto",
     Finished runs are reused and unfinished ones resumed unless `fresh`; a run whose stored
     configuration or data differ is recomputed (`strict`: a UserError instead). `device`:
     auto, cpu or cuda. `pdf`: PDF copies of the figures."""
-    threads_before = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _run(config, Path(out_dir), data_dir, choose_device(device), quiet, fresh, pdf,
                     strict)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _run(config, out_dir, data_dir, dev, quiet, fresh, pdf, strict) -> dict:

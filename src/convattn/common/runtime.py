@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+from contextlib import contextmanager
 from pathlib import Path
 
 from convattn.common.errors import UserError
@@ -31,6 +32,24 @@ def choose_device(name: str = "auto"):
     if name not in ("cpu", "cuda"):
         raise UserError(f"--device {name}: expected auto, cpu or cuda")
     return torch.device(name)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run torch on n CPU threads inside the block, then restore the previous count; n = 0
+    leaves it alone. Batch-8 ops are tiny, and on a shared 2-core machine every parallel op
+    waits for the busier core: one thread per process was faster for everything measured."""
+    import torch
+
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cache_dir() -> Path:
