@@ -117,7 +117,7 @@ def plot_attention(image: torch.Tensor, words: list[str], alphas: np.ndarray, gr
 def draw_all(summary: dict, data, results: dict, spec, out_dir, device) -> dict:
     """Every figure of a run -> {"curves": {model: path}, "captions": path,
     "attention": {image name: path}}, paths relative to out_dir."""
-    from convattn.caption.predict import load_decoder
+    from convattn.caption.checkpoint import load_decoder
     from convattn.caption.train import run_checkpoint_dir
 
     out_dir = Path(out_dir)

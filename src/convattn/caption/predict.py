@@ -10,27 +10,11 @@ from pathlib import Path
 
 import torch
 
+from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps
 from convattn.caption.decode import decode
-from convattn.caption.decoders import MODELS, build_decoder
-from convattn.caption.encoders import EncoderSpec, build_encoder, load_image
+from convattn.caption.encoders import build_encoder, load_image
 from convattn.caption.features import image_features
-from convattn.caption.presets import CaptionConfig
-from convattn.common import io
-from convattn.common.errors import UserError
 from convattn.data.captions import END, Vocabulary
-
-
-def load_decoder(path, device) -> tuple:
-    """model.pt -> (decoder in eval mode, the checkpoint dict)."""
-    ckpt = io.load_checkpoint(path, map_location=device)
-    if not isinstance(ckpt, dict) or ckpt.get("model") not in MODELS or "vocab" not in ckpt:
-        raise UserError(f"--model {path}: not a caption model (expected a model.pt written by "
-                        "`convattn caption`)")
-    config = CaptionConfig.from_dict(ckpt["config"])
-    decoder = build_decoder(ckpt["model"], len(ckpt["vocab"]), ckpt["feature_dim"], config).to(device)
-    decoder.load_state_dict(ckpt["decoder"])
-    decoder.eval()
-    return decoder, ckpt
 
 
 def predict(model_path, images: list, device, beam: int = 1, attention_maps=None) -> list[tuple[str, str]]:
@@ -38,14 +22,13 @@ def predict(model_path, images: list, device, beam: int = 1, attention_maps=None
     also one heat-map figure per image there."""
     decoder, ckpt = load_decoder(model_path, device)
     vocab = Vocabulary(ckpt["vocab"])
-    enc = ckpt["encoder"]
-    spec = EncoderSpec(enc["name"], enc["layer"], enc["image_size"], enc["weights"])
+    spec = encoder_spec(ckpt)
     encoder = build_encoder(spec).to(device)
-    max_steps = ckpt["config"].get("max_steps") or ckpt["max_len"]
+    steps = max_steps(ckpt)
     out = []
     for path in images:
         [features], [grid] = image_features([path], spec, device, encoder)
-        ids, alphas = decode(decoder, features[None], max_steps, beam)
+        ids, alphas = decode(decoder, features[None], steps, beam)
         words = vocab.decode(ids[0].tolist())
         out.append((str(path), " ".join(words)))
         if attention_maps is not None and alphas is not None:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from convattn.caption import metrics
+from convattn.caption.checkpoint import model_checkpoint
 from convattn.caption.decode import decode
 from convattn.caption.decoders import MODELS, build_decoder
 from convattn.caption.encoders import ENCODER_LAYERS, EncoderSpec, check_spec
@@ -112,15 +113,6 @@ def train_one_epoch(decoder, optimizer, data: Data, config: CaptionConfig, epoch
     return float(np.mean(losses))
 
 
-def model_checkpoint(decoder, model: str, data: Data, config: CaptionConfig, spec: EncoderSpec) -> dict:
-    """Everything `caption predict` needs: plain tensors and python values only."""
-    return {"decoder": decoder.state_dict(), "model": model, "vocab": data.vocab.words,
-            "max_len": data.max_len, "feature_dim": decoder.feature_dim, "grid": list(data.grid),
-            "encoder": {"name": spec.name, "layer": spec.layer, "image_size": spec.image_size,
-                        "weights": spec.weights},
-            "config": config.to_dict()}
-
-
 def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: EncoderSpec,
               run_dir: Path, device, quiet: bool = False, resume: bool = True) -> dict:
     """Train one decoder with one seed (or reuse / resume it) -> its result dict."""
@@ -171,7 +163,8 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
                                        "rng": torch.get_rng_state(), "config": key, "seed": seed})
 
     t0 = time.perf_counter()
-    io.save_checkpoint(run_dir / "model.pt", model_checkpoint(decoder, model, data, config, spec))
+    io.save_checkpoint(run_dir / "model.pt", model_checkpoint(decoder, model, data.vocab.words, data.max_len,
+                                                              data.grid, spec, config))
     test_refs = data.references("test")
     hyps = caption_split(decoder, data, "test", max_steps, config.beam)
     test = metrics.all_metrics(test_refs, hyps, with_meteor=config.meteor)

@@ -1,0 +1,56 @@
+"""A trained caption model on disk: `model.pt`, written by training and read by
+`caption predict` and `convattn serve`.
+
+A model.pt is one plain dict (tensors and Python values, never a pickled module):
+    decoder      the decoder's state dict
+    model        decoder name (a key of decoders.MODELS)
+    vocab        the vocabulary's words, in id order
+    max_len      the longest training caption, in tokens with <start> and <end>
+    feature_dim  channels of the region features it reads
+    grid         the training images' region grid [H', W']
+    encoder      {name, layer, image_size, weights}: how to compute its features
+    config       the CaptionConfig it was trained with, as a dict
+so the features it is fed are always the kind it was trained on.
+"""
+
+from __future__ import annotations
+
+from convattn.caption.decoders import MODELS, build_decoder
+from convattn.caption.encoders import EncoderSpec
+from convattn.caption.presets import CaptionConfig
+from convattn.common import io
+from convattn.common.errors import UserError
+
+
+def model_checkpoint(decoder, model: str, vocab_words: list[str], max_len: int, grid,
+                     spec: EncoderSpec, config: CaptionConfig) -> dict:
+    """The model.pt dict of a trained decoder (see the module's doc)."""
+    return {"decoder": decoder.state_dict(), "model": model, "vocab": list(vocab_words),
+            "max_len": max_len, "feature_dim": decoder.feature_dim, "grid": list(grid),
+            "encoder": {"name": spec.name, "layer": spec.layer, "image_size": spec.image_size,
+                        "weights": spec.weights},
+            "config": config.to_dict()}
+
+
+def load_decoder(path, device) -> tuple:
+    """model.pt -> (decoder in eval mode on `device`, the checkpoint dict)."""
+    ckpt = io.load_checkpoint(path, map_location=device)
+    if not isinstance(ckpt, dict) or ckpt.get("model") not in MODELS or "vocab" not in ckpt:
+        raise UserError(f"--model {path}: not a caption model (expected a model.pt written by "
+                        "`convattn caption`)")
+    config = CaptionConfig.from_dict(ckpt["config"])
+    decoder = build_decoder(ckpt["model"], len(ckpt["vocab"]), ckpt["feature_dim"], config).to(device)
+    decoder.load_state_dict(ckpt["decoder"])
+    decoder.eval()
+    return decoder, ckpt
+
+
+def encoder_spec(ckpt: dict) -> EncoderSpec:
+    """The encoder a model.pt's features came from."""
+    enc = ckpt["encoder"]
+    return EncoderSpec(enc["name"], enc["layer"], enc["image_size"], enc["weights"])
+
+
+def max_steps(ckpt: dict) -> int:
+    """Words generated at most: the config's max_steps, else the longest training caption."""
+    return ckpt["config"].get("max_steps") or ckpt["max_len"]
