@@ -13,6 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
+from convattn.common.errors import UserError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -68,17 +72,11 @@ def save_figure(fig, path: str | os.PathLike, **kwargs) -> None:
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> None:
     """A checkpoint is one plain dict (state dicts, step, config), never a pickled module."""
-    import torch
-
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    import torch
-
-    from convattn.common.errors import UserError
-
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:

@@ -1,11 +1,40 @@
-"""Progress bars: one wrapper so every long loop looks and behaves the same."""
+"""Progress: one tqdm wrapper so every long loop looks the same, and the `convattn` logger.
+
+Log lines go to stderr (stdout stays machine-readable) through the standard `logging`
+module, under the logger "convattn": a program embedding convattn can raise its level,
+redirect it, or capture it like any other library's.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Iterable
 
 from tqdm import tqdm
+
+logger = logging.getLogger("convattn")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the call (test captures replace it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+if not logger.handlers:
+    logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
@@ -16,5 +45,5 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
 
 
 def log(message: str) -> None:
-    """Plain progress lines, on stderr so stdout stays machine-readable."""
-    print(message, file=sys.stderr, flush=True)
+    """One progress line on stderr (the "convattn" logger at INFO)."""
+    logger.info(message)

@@ -8,14 +8,15 @@ import random
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import torch
+
+import convattn
 from convattn.common.errors import UserError
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so a run repeats exactly on CPU."""
-    import numpy as np
-    import torch
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -23,8 +24,6 @@ def seed_everything(seed: int) -> None:
 
 def choose_device(name: str = "auto"):
     """`auto` -> cuda when available, else cpu. Asking for cuda without one is an error."""
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -39,8 +38,6 @@ def torch_threads(n: int):
     """Run torch on n CPU threads inside the block, then restore the previous count; n = 0
     leaves it alone. Batch-8 ops are tiny, and on a shared 2-core machine every parallel op
     waits for the busier core: one thread per process was faster for everything measured."""
-    import torch
-
     if not n:
         yield
         return
@@ -59,11 +56,6 @@ def cache_dir() -> Path:
 
 def environment() -> dict:
     """Versions, threads and device facts recorded beside every result."""
-    import numpy as np
-    import torch
-
-    import convattn
-
     return {
         "convattn": convattn.__version__,
         "python": platform.python_version(),
