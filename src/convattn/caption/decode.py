@@ -3,7 +3,8 @@
 Both return token ids [B, S] (each row: words, <end>, then <pad>; no <start>) and, for a
 decoder with attention, the attention weights [B, S, R] of every generated token. Both run
 one step for the whole batch at a time: 22 steps decode all 58 validation images at once
-instead of 58 x 22 single-image steps.
+instead of 58 x 22 single-image steps. `beam_search_all` runs the same search and returns
+every image's top hypotheses with their scores (what `convattn serve` shows).
 """
 
 from __future__ import annotations
@@ -37,16 +38,12 @@ def greedy(decoder, features: torch.Tensor, max_steps: int):
 
 
 @torch.no_grad()
-def beam_search(decoder, features: torch.Tensor, max_steps: int, beam: int = 3):
-    """Batched beam search. features [B, R, C] -> ids [B, S], alphas [B, S, R] or None.
+def _search(decoder, features: torch.Tensor, max_steps: int, beam: int):
+    """The beam search loop shared by beam_search and beam_search_all.
 
-    Each image keeps `beam` live hypotheses; one that emits <end> is set aside and the
-    image's live beam shrinks by one, until `beam` hypotheses have ended or max_steps is
-    reached. The answer is the ended hypothesis with the best length-normalised log
-    probability (sum of log p / number of tokens incl. <end>); an image where none ended
-    gets its best live hypothesis by the same measure, so the search never fails. With
-    beam=1 this is exactly greedy decoding.
-    """
+    -> ended (per image, a list of (length-normalised score, ids [S_i], alphas [S_i, R] or
+    None)), scores [B, K] of the live hypotheses (-inf where none), their ids [B*K, S] and
+    attention history [B*K, S, R] (None without attention)."""
     was_training = decoder.training
     decoder.eval()
     B, K, device = features.shape[0], beam, features.device
@@ -86,7 +83,23 @@ def beam_search(decoder, features: torch.Tensor, max_steps: int, beam: int = 3):
         scores = top.masked_fill(is_end, float("-inf"))
         if all(e >= K for e in n_ended):
             break
+    decoder.train(was_training)
+    return ended, scores, seqs, hist
 
+
+@torch.no_grad()
+def beam_search(decoder, features: torch.Tensor, max_steps: int, beam: int = 3):
+    """Batched beam search. features [B, R, C] -> ids [B, S], alphas [B, S, R] or None.
+
+    Each image keeps `beam` live hypotheses; one that emits <end> is set aside and the
+    image's live beam shrinks by one, until `beam` hypotheses have ended or max_steps is
+    reached. The answer is the ended hypothesis with the best length-normalised log
+    probability (sum of log p / number of tokens incl. <end>); an image where none ended
+    gets its best live hypothesis by the same measure, so the search never fails. With
+    beam=1 this is exactly greedy decoding.
+    """
+    ended, scores, seqs, hist = _search(decoder, features, max_steps, beam)
+    B, K, device = features.shape[0], beam, features.device
     ids = torch.full((B, seqs.shape[1]), PAD_ID, dtype=torch.long, device=device)
     out_alpha = None if hist is None else torch.zeros((B, seqs.shape[1], hist.shape[2]), device=device)
     for b in range(B):
@@ -98,8 +111,28 @@ def beam_search(decoder, features: torch.Tensor, max_steps: int, beam: int = 3):
         ids[b, :len(seq)] = seq
         if a is not None:
             out_alpha[b, :len(seq)] = a
-    decoder.train(was_training)
     return ids, out_alpha
+
+
+@torch.no_grad()
+def beam_search_all(decoder, features: torch.Tensor, max_steps: int, beam: int = 3) -> list[list[dict]]:
+    """The same search as beam_search, keeping every finished hypothesis: for each image,
+    up to `beam` dicts {score, ids [S_i] (words then <end>), alphas [S_i, R] or None,
+    ended}, best first. score is the length-normalised log probability beam_search ranks
+    by. Ended hypotheses come first; live ones (cut at max_steps) fill the list only when
+    fewer than `beam` ended, so the first entry is always beam_search's answer."""
+    ended, scores, seqs, hist = _search(decoder, features, max_steps, beam)
+    out = []
+    for b in range(features.shape[0]):
+        done = sorted(ended[b], key=lambda item: -item[0])
+        hyps = [{"score": s, "ids": seq, "alphas": a, "ended": True} for s, seq, a in done]
+        live = [k for k in scores[b].argsort(descending=True).tolist() if torch.isfinite(scores[b, k])]
+        for k in live[:max(0, beam - len(hyps))]:
+            row = b * beam + k
+            hyps.append({"score": scores[b, k].item() / seqs.shape[1], "ids": seqs[row],
+                         "alphas": None if hist is None else hist[row], "ended": False})
+        out.append(hyps[:beam])
+    return out
 
 
 def decode(decoder, features: torch.Tensor, max_steps: int, beam: int = 1):
