@@ -7,13 +7,14 @@ A config class subclasses `Config` and declares every knob with `option(...)`:
         epochs: int = option(15, "training epochs per learning rate")
         threads: int = option(1, "CPU threads", speed=True)
 
-    def check(self):                      # called by __post_init__, on every instance
-        require(self.epochs >= 1, "epochs", "must be >= 1")
+        def check(self):                  # called by __post_init__, on every instance
+            require(self.epochs >= 1, self, "epochs", "must be >= 1")
 
 `add_flags(parser, Class, presets)` turns each field into a flag whose help lists every
 preset's value, and `from_args(args, presets)` builds the config of `--preset` with the
-flags that were given; the instance validates itself, so code that builds configs
-directly (reproduce, tests) gets the same checks and the same messages as the CLI.
+flags that were given; the instance validates itself (a field with `choices` must hold
+one of them, then `check()`), so code that builds configs directly (reproduce, tests) gets
+the same checks and the same messages as the CLI.
 `run_key()` is the config minus its speed-only fields: two runs with the same key
 compute the same numbers.
 """
@@ -53,6 +54,12 @@ class Config:
     """Base of every command's config: validation, dict round trip, run key."""
 
     def __post_init__(self):
+        for f in fields(self):
+            if choices := f.metadata.get("choices"):
+                value = getattr(self, f.name)   # a tuple field: each element, as argparse does
+                values = value if isinstance(value, tuple) else (value,)
+                require(all(v in choices for v in values), self, f.name,
+                        f"expected one of {', '.join(map(str, choices))}")
         self.check()
 
     def check(self) -> None:
