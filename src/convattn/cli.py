@@ -16,7 +16,7 @@ from convattn.common.errors import UserError
 
 # module paths of the registered subcommands, in the order --help lists them
 SUBCOMMANDS = [
-    "convattn.theory",
+    "convattn.theory.cli",
     "convattn.classify.cli",
     "convattn.caption.cli",
     "convattn.report.reproduce",

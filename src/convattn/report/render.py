@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convattn import theory
 from convattn.common import io
-from convattn.report import study
+from convattn.report import study, templating
 from convattn.report.html import markdown_to_html
 
 
@@ -53,9 +52,10 @@ def _theory_section(stage: dict) -> str:
     problem = _stage_problem(stage, "theory")
     if problem:
         return "## Question 1\n\n" + problem + "\n"
-    text = theory.render_markdown(stage["result"], level=3)
-    q21 = text.index("### Q2.1")
-    return "## Question 1\n\n" + text[:q21] + "\n## Question 2\n\n" + text[q21:]
+    sections = templating.ENV.get_template("_theory.md.j2").module
+    result = stage["result"]
+    return ("## Question 1\n\n" + str(sections.q1(result, "###")) + "\n## Question 2\n\n"
+            + str(sections.q21(result["equivariance"], "###")))
 
 
 def _classify_section(stage: dict) -> str:

@@ -49,10 +49,11 @@ def find_sydney(flag: str | None) -> tuple[Path | None, str]:
 
 
 def _theory_stage(args, out: Path) -> dict:
-    from convattn import theory
+    from convattn.report import templating
+    from convattn.theory.answer import answer
 
-    result = theory.answer()
-    io.write_text(out / "theory.md", theory.render_markdown(result))
+    result = answer()
+    io.write_text(out / "theory.md", templating.render("theory.md.j2", result=result))
     io.write_json(out / "theory.json", result)
     return {"result": result}
 
