@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     "convattn.caption.cli",
     "convattn.report.reproduce",
     "convattn.data.download",
+    "convattn.serve.cli",
 ]
 
 

@@ -1,0 +1,148 @@
+"""The web app: one page (Jinja2 template, local CSS/JS) and a small JSON API.
+
+    GET  /                          the page: caption an image, explore the test set, the report
+    GET  /api/models                the models offered
+    POST /api/caption               multipart: image (file), model (id), beam (1 = greedy, 2-10)
+    POST /api/preview               multipart: image -> PNG, for formats browsers cannot show (TIFF)
+    GET  /api/testset               test images, references, captions, per-image bleu4 / CIDEr-D
+    GET  /api/testset/{name}/image  a test image as PNG (?size=N: longer side at most N)
+    GET  /report                    the run's report.html, as it is
+    GET  /static/...                the page's CSS and JavaScript
+
+Every error is JSON {"detail": "<a sentence>"} with a 4xx status (5xx only for a bug, and
+still without a traceback); the traceback goes to the server's log.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from PIL import Image
+
+import convattn
+from convattn.serve.models import NO_REPORT, ModelStore
+from convattn.serve.testset import TestSet
+from convattn.serve.uploads import MAX_BYTES, BadImage, megabytes, open_upload
+
+HERE = Path(__file__).parent
+MAX_BEAM = 10
+MULTIPART_SLACK = 64 * 1024  # form fields and boundaries around the file
+UPLOAD_PATHS = ("/api/caption", "/api/preview")
+PREVIEW_SIDE = 1024
+log = logging.getLogger("convattn.serve")
+
+
+def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
+    """An app serving `store`'s models and, when `report_dir` holds a reproduce run, its
+    test set and report."""
+    report_dir = Path(report_dir) if report_dir is not None else None
+    has_summary = report_dir is not None and (report_dir / "caption" / "summary.json").is_file()
+    testset = TestSet(report_dir) if has_summary else None
+    report_html = report_dir / "report.html" if report_dir is not None else None
+    missing_report = (f"no report here: {report_dir or './report'} has no "
+                      f"{'report.html' if has_summary else 'caption/summary.json'}; {NO_REPORT}")
+
+    app = FastAPI(title="convattn serve", version=convattn.__version__, docs_url="/api/docs",
+                  redoc_url=None)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=HERE / "templates")
+
+    @app.middleware("http")
+    async def refuse_large_uploads(request: Request, call_next):
+        # refuse before reading the body; a body without Content-Length is checked after
+        length = request.headers.get("content-length", "")
+        if request.url.path in UPLOAD_PATHS and length.isdigit() and int(length) > MAX_BYTES + MULTIPART_SLACK:
+            return JSONResponse({"detail": f"the upload is {megabytes(int(length))}; the limit is "
+                                           f"{megabytes(MAX_BYTES)}"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(BadImage)
+    async def bad_image(request: Request, exc: BadImage):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": "; ".join(describe(e) for e in exc.errors())}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.exception("while answering %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({exc.__class__.__name__}); the server's "
+                                       "log has the details"}, status_code=500)
+
+    @app.get("/", include_in_schema=False)
+    def page(request: Request):
+        return templates.TemplateResponse(request, "index.html", {
+            "version": convattn.__version__, "models": store.info(), "max_beam": MAX_BEAM,
+            "max_bytes": MAX_BYTES, "max_mb": megabytes(MAX_BYTES),
+            "has_testset": testset is not None, "has_report": bool(report_html and report_html.is_file()),
+            "missing_report": missing_report, "device": str(store.device)})
+
+    @app.get("/api/models")
+    def models() -> list[dict]:
+        return store.info()
+
+    @app.post("/api/caption")
+    def caption(image: Annotated[UploadFile, File(description="any image Pillow reads")],
+                model: Annotated[str, Form()] = "m0",
+                beam: Annotated[int, Form(ge=1, le=MAX_BEAM, description="1: greedy")] = 1) -> dict:
+        if model not in store.models:
+            raise HTTPException(404, f"no model {model!r}; GET /api/models lists them")
+        return store.caption(model, read_upload(image), beam)
+
+    @app.post("/api/preview")
+    def preview(image: Annotated[UploadFile, File(description="any image Pillow reads")]):
+        picture = read_upload(image)
+        picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.BICUBIC)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return Response(buffer.getvalue(), media_type="image/png")
+
+    @app.get("/api/testset")
+    def explore() -> dict:
+        if testset is None:
+            raise HTTPException(404, missing_report)
+        return testset.info()
+
+    @app.get("/api/testset/{name}/image")
+    def test_image(name: str, size: Annotated[int | None, Query(ge=16, le=2048)] = None):
+        if testset is None:
+            raise HTTPException(404, missing_report)
+        try:
+            png = testset.png(name, size)
+        except KeyError:
+            raise HTTPException(404, f"{name!r} is not a test image of this report") from None
+        except (FileNotFoundError, ValueError) as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/report", include_in_schema=False)
+    def report():
+        if not (report_html and report_html.is_file()):
+            raise HTTPException(404, missing_report)
+        return FileResponse(report_html, media_type="text/html")
+
+    return app
+
+
+def read_upload(upload: UploadFile):
+    """The uploaded file as a checked RGB PIL image (BadImage otherwise)."""
+    data = upload.file.read(MAX_BYTES + 1)  # one byte more than allowed is enough to refuse
+    return open_upload(data, f"'{upload.filename}'" if upload.filename else "the upload")
+
+
+def describe(error: dict) -> str:
+    """A pydantic validation error as a sentence: 'beam: Input should be ...'."""
+    where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+    if error.get("type") == "missing":
+        return f"{where}: missing (send it as a form field)" if where != "image" else \
+            "image: no file was sent (a multipart form field named 'image')"
+    return f"{where}: {error.get('msg', 'invalid')}"

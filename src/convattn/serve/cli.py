@@ -1,0 +1,82 @@
+"""`convattn serve`: the caption models, the test set and the report of a run, in a browser.
+
+With no flags it serves the last `reproduce` run in ./report. The models are loaded before
+the server starts, so a bad --model or --report is one line and exit 2, not a dead page.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from convattn.common.errors import UserError
+from convattn.common.progress import log
+from convattn.common.runtime import choose_device
+
+DEFAULT_REPORT = "report"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="a local web page: caption images, explore the test set, read the report",
+        description="Serve a web page (offline: no CDN) to caption uploaded images with the "
+                    "trained decoders (greedy or beam search, top beams, attention maps per word), "
+                    "browse the test set's references, captions and per-image scores, and read "
+                    "the study's report. Without flags: the last `reproduce` run in ./report.")
+    parser.add_argument("--model", metavar="PATH", action="extend", nargs="+", default=None,
+                        help="a model.pt to offer (repeatable; default: the models of --report)")
+    parser.add_argument("--report", metavar="DIR", default=None,
+                        help=f"a `convattn reproduce --out DIR` folder (default: {DEFAULT_REPORT})")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads per caption (default: 1; requests run in parallel)")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="captions computed at once (default: the number of CPU cores)")
+    parser.set_defaults(func=_serve)
+
+
+def build(models: list | None, report: str | None, device_name: str = "auto",
+          parallel: int | None = None):
+    """-> (FastAPI app, the model store): what `serve` runs, without the server."""
+    # torch and FastAPI load here, not when `convattn --help` builds every parser
+    from convattn.serve.app import create_app
+    from convattn.serve.models import NO_REPORT, ModelStore, given_models, report_models
+
+    device = choose_device(device_name)
+    report_dir = Path(report or DEFAULT_REPORT)
+    if report is not None and not report_dir.is_dir():
+        raise UserError(f"--report {report_dir}: no such folder; {NO_REPORT}")
+    if models:
+        entries = given_models(models)
+    elif not report_dir.is_dir():
+        raise UserError(f"no ./{DEFAULT_REPORT} folder with a reproduce run here; {NO_REPORT}")
+    else:
+        entries = report_models(report_dir)
+    store = ModelStore(entries, device, parallel or os.cpu_count() or 1)
+    return create_app(store, report_dir if report_dir.is_dir() else None), store
+
+
+def _serve(args) -> int:
+    import torch
+    import uvicorn
+
+    if args.threads < 1:
+        raise UserError(f"--threads {args.threads}: expected 1 or more")
+    if args.parallel is not None and args.parallel < 1:
+        raise UserError(f"--parallel {args.parallel}: expected 1 or more")
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port}: expected 1-65535")
+    torch.set_num_threads(args.threads)
+    app, store = build(args.model, args.report, args.device, args.parallel)
+    for m in store.info():
+        log(f"model {m['id']}: {m['label']} ({m['path']})")
+    log(f"convattn serve: http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
+        raise UserError(f"--host {args.host} --port {args.port}: cannot listen there (in use, or "
+                        "not an address of this machine); pick another --port") from exc
+    return 0

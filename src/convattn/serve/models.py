@@ -1,0 +1,201 @@
+"""The caption models a server offers: found once, loaded once per process, run many times.
+
+Where they come from: `--model PATH` (any number), else the `reproduce` run in `--report DIR`
+(its summary.json names the chosen feature layer and the first seed; every other decoder
+under DIR/caption/runs is offered too, after those two). Decoders are cached per model file
+and encoders per EncoderSpec, so two decoders trained on the same features share one
+encoder, and a second app in the same process (the tests) loads nothing again.
+
+Captioning is read-only on the modules, so requests run in parallel threads; `slots` bounds
+how many run at once (each holds a few tens of MB of activations for a 500x500 image).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps
+from convattn.caption.decode import beam_search_all, greedy
+from convattn.caption.encoders import EncoderSpec, build_encoder
+from convattn.common import io
+from convattn.common.errors import UserError
+from convattn.data.captions import END_ID, Vocabulary
+from convattn.serve.uploads import to_tensor
+
+ENCODER_STRIDE = 32  # EfficientNet-Lite0 and ResNet-18 both shrink each side 32 times
+NAMES = {"no_attention": "no attention", "attention": "attention"}
+NO_REPORT = ("run `make reproduce PRESET=fast` first (it writes ./report), or pass "
+             "--report DIR or --model PATH")
+
+_lock = threading.Lock()
+_decoders: dict = {}   # (path, mtime, device) -> (decoder, ckpt)
+_encoders: dict = {}   # (EncoderSpec, device) -> encoder
+
+
+@dataclass
+class CaptionModel:
+    id: str
+    label: str
+    path: Path
+    decoder: torch.nn.Module
+    vocab: Vocabulary
+    spec: EncoderSpec
+    steps: int
+    grid: tuple
+    encoder: torch.nn.Module
+
+    @property
+    def uses_attention(self) -> bool:
+        return self.decoder.uses_attention
+
+    @property
+    def max_side(self) -> int:
+        """Images the model read at their own size were this large (500 -> 16 regions -> 512);
+        bigger uploads are shrunk to it so their grid stays near the training grid."""
+        return max(self.grid) * ENCODER_STRIDE
+
+    def info(self) -> dict:
+        return {"id": self.id, "label": self.label, "path": str(self.path),
+                "attention": self.uses_attention, "encoder": self.spec.name,
+                "layer": self.spec.layer, "image_size": self.spec.image_size,
+                "grid": list(self.grid), "vocabulary": len(self.vocab)}
+
+
+def report_models(report_dir: Path) -> list[tuple[str, Path]]:
+    """(label, model.pt) of a reproduce run: the report's models (first seed, chosen layer)
+    first, then every other decoder of the run."""
+    summary_path = report_dir / "caption" / "summary.json"
+    if not summary_path.is_file():
+        raise UserError(f"--report {report_dir}: no caption/summary.json there; {NO_REPORT}")
+    summary = io.read_json(summary_path)
+    layer, seed = summary["feature_layer"]["chosen"], summary["seeds"][0]
+    runs = report_dir / "caption" / "runs"
+    found = []
+    for model in summary["models"]:
+        path = runs / layer / model / f"seed{seed}" / "model.pt"
+        if path.is_file():
+            found.append((f"{NAMES.get(model, model)} (seed {seed}, as in the report)", path))
+    shown = {p for _, p in found}
+    for path in sorted(runs.glob("*/*/seed*/model.pt")):
+        if path not in shown:
+            layer_, model, seed_ = path.parts[-4:-1]
+            found.append((f"{NAMES.get(model, model)} ({layer_} features, {seed_.replace('seed', 'seed ')})",
+                          path))
+    if not found:
+        raise UserError(f"--report {report_dir}: no model.pt under {runs}; {NO_REPORT}")
+    return found
+
+
+def given_models(paths: list) -> list[tuple[str, Path]]:
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise UserError(f"--model {path}: no such file (a model.pt written by `convattn caption`)")
+        out.append((str(path), path))
+    return out
+
+
+def cached_decoder(path: Path, device: torch.device):
+    key = (str(path.resolve()), path.stat().st_mtime_ns, str(device))
+    with _lock:
+        if key not in _decoders:
+            _decoders[key] = load_decoder(path, device)
+        return _decoders[key]
+
+
+def cached_encoder(spec: EncoderSpec, device: torch.device):
+    key = (spec, str(device))
+    with _lock:
+        if key not in _encoders:
+            encoder = build_encoder(spec).to(device)
+            if device.type == "cpu":  # channels-last: faster CPU convolutions, same values
+                encoder = encoder.to(memory_format=torch.channels_last)
+            _encoders[key] = encoder
+        return _encoders[key]
+
+
+class ModelStore:
+    """Every offered model, loaded; `caption` runs one image through one of them."""
+
+    def __init__(self, entries: list[tuple[str, Path]], device: torch.device, slots: int = 1):
+        self.device = device
+        self.slots = threading.BoundedSemaphore(max(1, slots))
+        self.models: dict[str, CaptionModel] = {}
+        for i, (label, path) in enumerate(entries):
+            decoder, ckpt = cached_decoder(Path(path), device)
+            spec = encoder_spec(ckpt)
+            label = f"{label} [{ckpt['model']}]" if label == str(path) else label
+            self.models[f"m{i}"] = CaptionModel(
+                id=f"m{i}", label=label, path=Path(path), decoder=decoder,
+                vocab=Vocabulary(ckpt["vocab"]), spec=spec, steps=max_steps(ckpt),
+                grid=tuple(ckpt["grid"]), encoder=cached_encoder(spec, device))
+
+    def info(self) -> list[dict]:
+        return [m.info() for m in self.models.values()]
+
+    def get(self, model_id: str) -> CaptionModel:
+        if model_id not in self.models:
+            raise KeyError(f"no model {model_id!r}; this server has "
+                           + ", ".join(f"{m.id} ({m.label})" for m in self.models.values()))
+        return self.models[model_id]
+
+    def caption(self, model_id: str, image, beam: int = 1) -> dict:
+        """A PIL RGB image -> the caption, the top beams (beam > 1), attention weights per
+        generated word (attention models) and where the time went."""
+        model = self.get(model_id)
+        start = time.perf_counter()
+        x = to_tensor(image, model.spec.image_size, model.max_side)         # [3, H, W]
+        prepared = time.perf_counter()
+        with self.slots, torch.inference_mode():
+            waited = time.perf_counter()
+            x = x[None].to(self.device)
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            f = model.encoder(x)                                             # [1, C, H', W']
+            grid = tuple(f.shape[2:])
+            features = f.flatten(2).transpose(1, 2).float().contiguous()     # [1, R, C]
+            encoded = time.perf_counter()
+            if beam <= 1:
+                ids, alphas = greedy(model.decoder, features, model.steps)
+                hyps = [{"ids": ids[0], "alphas": None if alphas is None else alphas[0],
+                         "score": None, "ended": bool((ids[0] == END_ID).any())}]
+            else:
+                hyps = beam_search_all(model.decoder, features, model.steps, beam)[0]
+            decoded = time.perf_counter()
+        best = hyps[0]
+        words = model.vocab.decode(best["ids"].tolist())
+        shown = generated_tokens(model.vocab, best["ids"].tolist())
+        attention = None
+        if best["alphas"] is not None:
+            weights = best["alphas"][:len(shown)].float().cpu()             # [len(shown), R]
+            attention = {"grid": list(grid), "weights": weights.round(decimals=5).tolist(),
+                         "uniform": 1.0 / weights.shape[1]}
+        return {
+            "model": model.id, "label": model.label, "decoding": "greedy" if beam <= 1 else f"beam {beam}",
+            "caption": " ".join(words), "words": shown, "attention": attention,
+            "beams": [{"caption": " ".join(model.vocab.decode(h["ids"].tolist())),
+                       "score": h["score"], "ended": h["ended"]} for h in hyps] if beam > 1 else [],
+            "image": {"width": image.width, "height": image.height,
+                      "model_input": [int(x.shape[3]), int(x.shape[2])]},
+            "seconds": {"total": decoded - start, "preprocessing": prepared - start,
+                        "waiting": waited - prepared,
+                        "features": encoded - waited, "decoding": decoded - encoded},
+        }
+
+
+def generated_tokens(vocab: Vocabulary, ids: list[int]) -> list[str]:
+    """Every token the decoder produced, up to and including <end> if it came: one per
+    attention map. Unlike Vocabulary.decode (the caption BLEU sees), specials such as
+    <unk> stay, so the i-th token is the one the i-th map was computed for."""
+    out = []
+    for i in ids:
+        out.append(vocab.words[i])
+        if i == END_ID:
+            break
+    return out

@@ -1,0 +1,105 @@
+"""Checking uploaded images: every bad file is a BadImage with a status and a sentence, and a
+good one becomes exactly the tensor `load_image` makes from the same file."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from convattn.caption.encoders import load_image
+from convattn.serve import uploads
+from convattn.serve.uploads import BadImage, open_upload, to_tensor
+
+
+def picture(size=(90, 60), mode="RGB") -> Image.Image:
+    img = Image.new(mode, size)
+    img.putdata([((x * 7) % 256, (y * 5) % 256, (x * y) % 256)[: len(mode)] if mode != "L" else (x * 3) % 256
+                 for y in range(size[1]) for x in range(size[0])])
+    return img
+
+
+def encoded(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt,suffix", [("PNG", "png"), ("JPEG", "jpg"), ("TIFF", "tif"), ("BMP", "bmp")])
+@pytest.mark.parametrize("size", [None, 64])
+def test_same_tensor_as_load_image(tmp_path, fmt, suffix, size):
+    path = tmp_path / f"x.{suffix}"
+    data = encoded(picture(), fmt)
+    path.write_bytes(data)
+    ours = to_tensor(open_upload(data), size)
+    assert torch.equal(ours, load_image(path, size))
+    assert ours.shape == ((3, 64, 64) if size else (3, 60, 90))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
+def test_other_modes_become_rgb_like_load_image(tmp_path, mode):
+    img = picture(mode="RGB").convert(mode)
+    data = encoded(img, "PNG")
+    (tmp_path / "x.png").write_bytes(data)
+    assert torch.equal(to_tensor(open_upload(data)), load_image(tmp_path / "x.png"))
+
+
+def test_exif_orientation_applied():
+    img = picture((90, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    upright = open_upload(encoded(img, "JPEG", exif=exif))
+    assert upright.size == (60, 90)
+
+
+def test_large_images_of_own_size_models_are_shrunk_to_the_training_scale():
+    x = to_tensor(picture((1000, 250)), None, max_side=512)
+    assert x.shape == (3, 128, 512)
+    assert to_tensor(picture((300, 200)), None, max_side=512).shape == (3, 200, 300)
+
+
+@pytest.mark.parametrize("data,status,words", [
+    (b"", 400, "empty"),
+    (b"hello, this is text and not a picture\n" * 10, 415, "not an image"),
+    ((50_000, 50_000), 413, "decompression bomb"),
+    ((9_000, 9_000), 413, "pixels"),
+])
+def test_bad_uploads(bomb, data, status, words):
+    data = bomb(*data) if isinstance(data, tuple) else data
+    with pytest.raises(BadImage) as info:
+        open_upload(data, "'x.png'")
+    assert info.value.status == status
+    assert words in str(info.value) and "'x.png'" in str(info.value)
+
+
+def test_pillows_own_bomb_check_is_reported_too(monkeypatch, bomb):
+    monkeypatch.setattr(uploads, "MAX_PIXELS", 10**12)  # let Pillow's limit be the one hit
+    with pytest.raises(BadImage) as info:
+        open_upload(bomb(50_000, 50_000))
+    assert info.value.status == 413 and "decompression bomb" in str(info.value)
+
+
+def test_over_the_byte_limit(monkeypatch):
+    monkeypatch.setattr(uploads, "MAX_BYTES", 1000)
+    with pytest.raises(BadImage) as info:
+        open_upload(encoded(picture((200, 200)), "PNG"))
+    assert info.value.status == 413 and "limit" in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF"])
+def test_truncated_files(fmt):
+    data = encoded(picture((200, 150)), fmt)
+    with pytest.raises(BadImage) as info:
+        open_upload(data[: len(data) // 2])
+    assert info.value.status == 400
+    assert "truncated" in str(info.value) or "damaged" in str(info.value)
+
+
+def test_bad_png_checksum():
+    data = bytearray(encoded(picture(), "PNG"))
+    data[50] ^= 0xFF  # inside the first IDAT chunk's data: its CRC no longer matches
+    with pytest.raises(BadImage) as info:
+        open_upload(bytes(data))
+    assert info.value.status == 400
