@@ -9,6 +9,8 @@ is an error (StrictUndefined), never a blank.
 
 from __future__ import annotations
 
+import re
+
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 
@@ -24,7 +26,15 @@ def plus_minus(mean: float | None, std: float | None, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
 
 
+def code_span(text: str) -> str:
+    """`text` as one Markdown code span, even when it holds backticks (an error message may)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence, pad = "`" * (longest + 1), " " if longest else ""  # one space each side is stripped
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 FILTERS = {
+    "code": code_span,
     "fixed": fixed,
     "pm": plus_minus,
     "thousands": lambda n: f"{n:,}",  # 10298 -> '10,298'

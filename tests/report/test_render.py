@@ -1,0 +1,177 @@
+"""report.md and report.html from a results.json made here, without training."""
+
+import base64
+import copy
+import json
+import re
+
+import pytest
+from jinja2 import UndefinedError
+
+from convattn.cli import main
+from convattn.common import io
+from convattn.report import study
+from convattn.report.render import markdown_to_html, write_report
+from convattn.theory.answer import answer
+
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+
+CLASSIFY_FIGURES = {"best_train_loss": "figures/loss.png", "best_val_acc": "figures/acc.png",
+                    "sweep_curves": "figures/sweep.png", "conv1_kernels": "figures/k1.png",
+                    "conv2_kernels": "figures/k2.png", "conv2_kernels_channel0": "figures/k2c0.png"}
+CAPTION_FIGURES = {"curves": {"no_attention": "figures/curves_a.png", "attention": "figures/curves_b.png"},
+                   "captions": "figures/captions.png", "attention": {"219": "figures/att_219.png"}}
+
+
+def _model(bleu: float) -> dict:
+    return {"test_bleu4_mean": bleu, "test_bleu4_std": 0.0123, "test_bleu4_best_mean": bleu + 0.01,
+            "test_bleu4_best_std": None, "corpus_bleu4_mean": 0.4444, "corpus_bleu4_std": 0.0011,
+            "cider_mean": 1.2346, "cider_std": 0.0456, "rouge_l_mean": 0.6789, "rouge_l_std": 0.0022,
+            "seconds_total": 61.4}
+
+
+@pytest.fixture(scope="module")
+def theory_result():
+    return answer()
+
+
+@pytest.fixture
+def results(tmp_path, theory_result):
+    """A results.json as `convattn reproduce` writes it, with its figures on disk."""
+    for stage, figures in (("classify", CLASSIFY_FIGURES), ("caption", CAPTION_FIGURES)):
+        for value in figures.values():
+            for path in value.values() if isinstance(value, dict) else [value]:
+                (tmp_path / stage / path).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / stage / path).write_bytes(PNG)
+    runs = [{"lr": lr, "status": "ok", "train_loss": [0.9, loss], "train_loss_running_mean": [0.9, loss + 0.1],
+             "val_acc": [0.8, acc], "test_acc": acc - 0.002, "seconds": 12.0}
+            for lr, loss, acc in ((0.001, 0.5123, 0.8711), (0.01, 0.3011, 0.9133))]
+    classify = {"params": 769_930, "best_lr": 0.01, "best": {"val_acc": 0.9133, "test_acc": 0.9113},
+                "runs": runs, "config": {"optimizer": "sgd", "epochs": 15, "batch_size": 8, "dropout": 0.2},
+                "figures": CLASSIFY_FIGURES}
+    caption = {"dataset": {"name": "Sydney-Captions"}, "vocab_size": 180, "max_len": 30,
+               "encoder": {"name": "efficientnet-lite0", "layer": "blocks", "channels": 320, "grid": [8, 8],
+                           "regions": 64},
+               "feature_layer": {"selected_by": "config"}, "seeds": [42, 43],
+               "config": {"lr": 0.0004, "epochs": 10, "batch_size": 8, "grad_clip": 5.0, "attention_act": "tanh",
+                          "beam": 1, "show": ["219"]},
+               "models": {"no_attention": _model(0.4911), "attention": _model(0.5307)},
+               "comparison": {"images": 58, "samples": 10_000, "seeds": 2, "difference": 0.0396,
+                              "ci_low": 0.0101, "ci_high": 0.0702},
+               "captions": {"219": {"filename": "219.tif", "attention": "a residential area with houses",
+                                    "no_attention": "many buildings", "references": ["a dense residential area"]}},
+               "timing": {"features": {"blocks": {"seconds": 30.0}}},
+               "figures": CAPTION_FIGURES}
+    results = {"preset": "homework", "created": "2026-01-01 00:00 UTC", "device": "cpu",
+               "environment": {"python": "3.11.7", "torch": "2.13.0+cpu"}, "warnings": [], "wall_seconds": 120.0,
+               "stages": {"theory": {"dir": "theory", "status": "ok", "result": theory_result, "seconds": 1.0},
+                          "classify": {"dir": "classify", "status": "ok", "summary": classify, "seconds": 30.0},
+                          "caption": {"dir": "caption", "status": "ok", "summary": caption, "seconds": 90.0}}}
+    return json.loads(json.dumps(results))  # as read back from results.json
+
+
+def test_markdown_to_html(tmp_path):
+    (tmp_path / "fig").mkdir()
+    (tmp_path / "fig" / "a.png").write_bytes(PNG)
+    md = """# Title <x>
+
+A paragraph with **bold**, *italics*, `code <b>` and <script>alert(1)</script>.
+
+| name | value |
+|---|---:|
+| a \\| b | 1.5 |
+
+> a warning
+
+![a figure](fig/a.png) ![gone](nope.png)
+"""
+    html = markdown_to_html(md, tmp_path)
+    assert '<h1 id="title-x">Title &lt;x&gt;</h1>' in html
+    assert "<strong>bold</strong>" in html and "<em>italics</em>" in html
+    assert "<code>code &lt;b&gt;</code>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html  # raw HTML in the text stays text
+    assert "<td>a | b</td>" in html and '<td style="text-align:right">1.5</td>' in html
+    assert "<blockquote>\n<p>a warning</p>\n</blockquote>" in html
+    assert f'src="data:image/png;base64,{base64.b64encode(PNG).decode()}" alt="a figure"' in html
+    assert 'src="nope.png"' in html  # a missing file keeps its path
+
+
+def test_report_is_results_json_laid_out(tmp_path, results):
+    write_report(tmp_path, results)
+    md = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    for text in (md, html):
+        for number in ("10,298", "236,310", "22.95x", "769,930", "0.3011", "0.4011", "0.9133", "0.9113",
+                       "0.5307 ± 0.0123", "0.5407", "1.235 ± 0.046", "+0.0396", "[+0.0101, +0.0702]",
+                       "a residential area with houses", study.OTHER_GROUP_CAPTIONS["219"]):
+            assert number in text, number
+    assert "The interval excludes 0." in md
+    headings = re.findall(r"^#+ (Q\d\.\d\w?|Question \d|This run|Environment)", md, re.M)
+    assert headings == ["Question 1", "Q1.1", "Q1.2", "Q1.3", "Question 2", "Q2.1", "Q2.2", "Q2.3",
+                        "Question 3", "Q3.1a", "Q3.1c", "This run", "Environment"]
+    # formulas are code, so that markdown-it does not read 5*5*3 as emphasis
+    assert "<code>8*(5*5*3+1)</code>" in html and "<em>" not in html.split("Question 3")[0]
+
+
+def test_report_html_is_self_contained(tmp_path, results):
+    write_report(tmp_path, results)
+    md = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(links) == 10 and all((tmp_path / link).is_file() for link in links)
+    assert html.count('src="data:image/png;base64,') == len(links)
+    assert not re.search(r"""(src|href)=["'](?!data:)""", html)  # every image is embedded, nothing linked
+    assert not re.search(r"https?://", html)
+
+
+def test_numeric_columns_are_right_aligned(tmp_path, results):
+    write_report(tmp_path, results)
+    html = (tmp_path / "report.html").read_text()
+    assert '<td style="text-align:right">10,298</td>' in html  # the closing table
+    assert '<td style="text-align:right">0.9113</td>' in html  # test accuracy of lr 0.01
+    assert "<td>ok</td>" in html  # a text column is not
+
+
+def test_failed_skipped_and_missing_stages(tmp_path, results):
+    del results["stages"]["theory"]
+    results["stages"]["classify"] = {"dir": "classify", "status": "failed", "seconds": 0.1,
+                                     "error": "--data /x: no train-images-idx3-ubyte(.gz) found; run "
+                                              "`convattn download fashion-mnist`"}
+    results["stages"]["caption"] = {"dir": "caption", "status": "skipped", "seconds": 0.0,
+                                    "reason": "Sydney-Captions not found."}
+    results["warnings"] = ["Question 3 was skipped: Sydney-Captions not found."]
+    write_report(tmp_path, results)
+    md = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert "> Stage `theory` was not run." in md
+    assert "> Stage `caption` was skipped: Sydney-Captions not found." in md
+    assert study.SYDNEY_HOWTO in md
+    # the error holds backticks, yet stays one code span
+    assert ("<code>--data /x: no train-images-idx3-ubyte(.gz) found; run `convattn download fashion-mnist`"
+            "</code>") in html
+    assert "| Q1.1 CNN parameters | 10298 | — | — |" in md
+    assert "| Q2.2 test accuracy | 0.9025 | — | — |" in md
+    assert html.count("<blockquote>") == 4  # the warning and three stages
+    assert "data:image" not in html
+
+
+def test_a_missing_key_is_an_error_not_a_blank(tmp_path, results):
+    broken = copy.deepcopy(results)
+    del broken["stages"]["caption"]["summary"]["vocab_size"]
+    with pytest.raises(UndefinedError, match="vocab_size"):
+        write_report(tmp_path, broken)
+
+
+def test_missing_figure_is_said(tmp_path, results):
+    del results["stages"]["classify"]["summary"]["figures"]["conv1_kernels"]
+    write_report(tmp_path, results)
+    assert "*(figure `conv1_kernels` missing)*" in (tmp_path / "report.md").read_text()
+
+
+def test_render_only_rebuilds_from_results_json(tmp_path, results, capsys):
+    io.write_json(tmp_path / "results.json", results)
+    assert main(["reproduce", "--render-only", "--out", str(tmp_path)]) == 0
+    first = (tmp_path / "report.md").read_text()
+    write_report(tmp_path / "again", results)  # the same dict, rendered directly
+    assert "0.5307 ± 0.0123" in first
+    assert first == (tmp_path / "again" / "report.md").read_text()
