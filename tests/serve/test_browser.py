@@ -1,0 +1,187 @@
+"""The page in a real browser: headless Debian chromium driven by Selenium against a uvicorn
+server on a free 127.0.0.1 port. Upload an image, wait for the caption, check the attention
+glow the page draws pixel by pixel against the report's recipe (torch bilinear upsampling,
+max scaled to 1, autumn_r colours, opacity 0.7 x weight), then the error path, a TIFF, the
+test set and the report. Skipped only where chromium or chromedriver is not installed
+(`make setup` installs them where apt and root are available)."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+import uvicorn
+from PIL import Image
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+VIEW = 512  # the page's large canvas
+BLOCK = 40  # the test image: 4x4 flat blocks of 40 px, one per region of the 4x4 grid
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                       reason="needs Debian's chromium and chromium-driver "
+                              "(/usr/bin/chromium, /usr/bin/chromedriver): apt-get install chromium "
+                              "chromium-driver, or `make setup` as root"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(served[0], host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1400,1300",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+def blocks_png(path: Path) -> Path:
+    """160x160, a flat colour per 40x40 block: each block is one region of the model's grid
+    (the model reads 128x128, 4x4 regions), and the colour under a region's centre is exact."""
+    img = Image.new("RGB", (4 * BLOCK, 4 * BLOCK))
+    for i in range(4):
+        for j in range(4):
+            img.paste((30 + 60 * j, 200 - 45 * i, 60 + 40 * ((i + j) % 3)),
+                      (j * BLOCK, i * BLOCK, (j + 1) * BLOCK, (i + 1) * BLOCK))
+    img.save(path)
+    return path
+
+
+def expected_pixels(image: Image.Image, weights: list[float], grid) -> dict:
+    """The colour the page should show at each region's centre: image, then the glow."""
+    heat = torch.nn.functional.interpolate(torch.tensor(weights).reshape(1, 1, *grid), size=(VIEW, VIEW),
+                                           mode="bilinear", align_corners=False)[0, 0]
+    heat = heat / heat.max()
+    base = image.resize((VIEW, VIEW), Image.NEAREST)
+    out = {}
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            x, y = int((j + 0.5) * VIEW / grid[1]), int((i + 0.5) * VIEW / grid[0])
+            h = float(heat[y, x])
+            a = 0.7 * h
+            glow = (255.0, 255.0 * (1 - h), 0.0)
+            out[(x, y)] = [g * a + c * (1 - a) for g, c in zip(glow, base.getpixel((x, y)))]
+    return out
+
+
+CANVAS_PIXEL = "const d = document.getElementById('canvas').getContext('2d')" \
+               ".getImageData(arguments[0], arguments[1], 1, 1).data; return [d[0], d[1], d[2]];"
+
+
+def check_glow(driver, image, weights, grid):
+    for (x, y), want in expected_pixels(image, weights, grid).items():
+        got = driver.execute_script(CANVAS_PIXEL, x, y)
+        assert max(abs(g - w) for g, w in zip(got, want)) <= 4, ((x, y), got, want)
+
+
+def test_caption_attention_errors_testset_report(server, browser, client, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, 90)
+    find = browser.find_element
+    browser.get(server + "/")
+    attention = next(m for m in client.get("/api/models").json() if m["attention"])
+    Select(find(By.ID, "model")).select_by_value(attention["id"])
+    path = blocks_png(tmp_path / "blocks.png")
+    find(By.ID, "file").send_keys(str(path))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#caption .word"))
+
+    # the page shows what the API answers for the same image and model
+    expected = client.post("/api/caption", files={"image": ("blocks.png", path.read_bytes())},
+                           data={"model": attention["id"], "beam": "1"}).json()
+    words = [w.text for w in browser.find_elements(By.CSS_SELECTOR, "#caption .word")]
+    assert words == expected["words"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#strip .thumb canvas")) == len(words)
+    assert "on the server" in find(By.ID, "timing").text
+    assert find(By.ID, "canvas").get_attribute("width") == str(VIEW)
+    image, grid = Image.open(path).convert("RGB"), expected["attention"]["grid"]
+    check_glow(browser, image, expected["attention"]["weights"][0], grid)
+    browser.find_elements(By.CSS_SELECTOR, "#caption .word")[2].click()
+    assert "selected" in browser.find_elements(By.CSS_SELECTOR, "#caption .word")[2].get_attribute("class")
+    check_glow(browser, image, expected["attention"]["weights"][2], grid)
+    browser.save_screenshot(str(tmp_path / "serve.png"))
+    assert Image.open(tmp_path / "serve.png").size[0] > 1000
+
+    # beam search: the top beams appear
+    browser.find_element(By.CSS_SELECTOR, "input[name=decoding][value=beam]").click()
+    wait.until(lambda d: d.find_element(By.ID, "beams-box").is_displayed())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#beams tbody tr")
+    assert 1 <= len(rows) <= 3 and "beam 3" in find(By.ID, "result-model").text
+
+    # a file that is not an image: the server's sentence, on the page
+    bad = tmp_path / "notes.png"
+    bad.write_text("shopping list: bread, milk\n")
+    find(By.ID, "file").send_keys(str(bad))
+    wait.until(lambda d: d.find_element(By.ID, "caption-error").is_displayed())
+    assert "not an image Pillow can read" in find(By.ID, "caption-error").text
+
+    # a TIFF (what Sydney-Captions ships): the browser cannot show it, the server converts it
+    tif = tmp_path / "blocks.tif"
+    image.save(tif)
+    find(By.ID, "file").send_keys(str(tif))
+    wait.until(lambda d: not d.find_element(By.ID, "caption-error").is_displayed()
+               and d.find_element(By.ID, "file-name").text == "blocks.tif"
+               and d.find_element(By.ID, "run").text == "Caption")
+    beam3 = client.post("/api/caption", files={"image": ("blocks.tif", tif.read_bytes())},
+                        data={"model": attention["id"], "beam": "3"}).json()
+    assert [w.text for w in browser.find_elements(By.CSS_SELECTOR, "#caption .word")] == beam3["words"]
+    check_glow(browser, image, beam3["attention"]["weights"][0], grid)
+
+    # the test set, sorted worst first, and one of its images sent to the captioner
+    find(By.ID, "tab-testset").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#testset tbody tr")) == 4)
+    Select(find(By.ID, "sort")).select_by_value("bleu4:attention")
+    first = browser.find_element(By.CSS_SELECTOR, "#testset tbody tr")
+    assert "bleu4 0.000" in first.text
+    first.find_element(By.CSS_SELECTOR, "button").click()
+    wait.until(lambda d: d.find_element(By.ID, "refs-box").is_displayed())
+    assert find(By.ID, "view-caption").is_displayed()
+
+    # the report, in its frame
+    find(By.ID, "tab-report").click()
+    wait.until(lambda d: d.find_element(By.ID, "report-frame").get_attribute("src"))
+    browser.switch_to.frame(find(By.ID, "report-frame"))
+    wait.until(lambda d: "The study's report" in d.find_element(By.TAG_NAME, "h1").text)
+    browser.switch_to.default_content()
+
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"
+              and "/api/" not in e["message"]]  # refused uploads are logged as failed requests
+    assert not errors, errors
+    assert httpx.get(server + "/api/models").status_code == 200
