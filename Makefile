@@ -1,6 +1,7 @@
-# The README's two commands: `make reproduce` (the study) and `make test`.
-# Both set up what they need first: a .venv with the pinned dependencies
-# (pyproject.toml) and the Fashion-MNIST files.
+# The README's two commands: `make reproduce` (the study) and `make test`, and `make serve`
+# (the trained models in a browser). All set up what they need first: a .venv with the
+# pinned dependencies (pyproject.toml), the Fashion-MNIST files, and chromium for the
+# browser test.
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,9 +10,9 @@ OUT ?= report
 PRESET ?= homework
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data reproduce test clean
+.PHONY: setup data browser reproduce test serve clean
 
-setup: $(VENV)/.installed data
+setup: $(VENV)/.installed data browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +28,27 @@ data: $(VENV)/.installed
 	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	else $(BIN)/convattn download fashion-mnist; fi
 
+# Debian's chromium and chromedriver, for the page's test in a real browser (tests/serve);
+# only where apt and root are available, and a failure only makes that test skip.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get install -y -qq chromium chromium-driver || \
+	   (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)) >/dev/null 2>&1 || \
+	  echo "chromium not installed (apt-get failed): the browser test will be skipped"; \
+	fi
+
 # SYDNEY=DIR (or $$CONVATTN_SYDNEY) points to Sydney-Captions; PRESET=fast for the quick version
 reproduce: setup
 	$(BIN)/convattn reproduce --preset $(PRESET) --out $(OUT) $(if $(SYDNEY),--sydney $(SYDNEY))
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# the models, test set and report of the last `make reproduce` in $(OUT), on 127.0.0.1:$(PORT)
+PORT ?= 8000
+serve: setup
+	$(BIN)/convattn serve $(if $(filter-out report,$(OUT)),--report $(OUT)) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
