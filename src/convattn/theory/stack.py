@@ -54,7 +54,7 @@ def parse_stack(text: str) -> list[Layer]:
             raise UserError(f"{where}: every field after the kind must be a non-negative integer")
         values = [int(f) for f in fields]
         if kind == "conv" and 2 <= len(values) <= 4:
-            out, k, stride, pad = values + [1, 0][len(values) - 2:]
+            out, k, stride, pad = values + [1, 0][len(values) - 2:]  # stride 1, padding 0 unless given
             layer = Layer("conv", token, out=out, kernel=k, stride=stride, pad=pad)
         elif kind == "pool" and 1 <= len(values) <= 2:
             k = values[0]
