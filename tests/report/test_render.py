@@ -6,10 +6,10 @@ import json
 import re
 
 import pytest
-from jinja2 import UndefinedError
 
 from convattn.cli import main
 from convattn.common import io
+from convattn.common.errors import UserError
 from convattn.report import study
 from convattn.report.render import markdown_to_html, write_report
 from convattn.theory.answer import answer
@@ -158,8 +158,9 @@ def test_failed_skipped_and_missing_stages(tmp_path, results):
 def test_a_missing_key_is_an_error_not_a_blank(tmp_path, results):
     broken = copy.deepcopy(results)
     del broken["stages"]["caption"]["summary"]["vocab_size"]
-    with pytest.raises(UndefinedError, match="vocab_size"):
+    with pytest.raises(UserError, match=r"results.json: .*'vocab_size'.*rerun `convattn reproduce --out "):
         write_report(tmp_path, broken)
+    assert not (tmp_path / "report.md").exists()
 
 
 def test_missing_figure_is_said(tmp_path, results):

@@ -16,9 +16,11 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
+from jinja2 import UndefinedError
 from markdown_it import MarkdownIt
 
 from convattn.common import io
+from convattn.common.errors import UserError
 from convattn.report import study, templating
 
 TITLE = "convattn: the study, reproduced"
@@ -189,6 +191,10 @@ def markdown_to_html(markdown: str, base: Path, title: str = TITLE) -> str:
 
 def write_report(out: Path, results: dict) -> None:
     """Write report.md and the self-contained report.html from `results`."""
-    markdown = render_markdown(results)
+    try:
+        markdown = render_markdown(results)
+    except UndefinedError as exc:  # a key the report needs is not in results.json
+        raise UserError(f"{out / 'results.json'}: {exc.message}; it was written by another version of "
+                        f"convattn: rerun `convattn reproduce --out {out}` (finished runs are reused)") from exc
     io.write_text(out / "report.md", markdown)
     io.write_text(out / "report.html", markdown_to_html(markdown, out))
