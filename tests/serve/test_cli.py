@@ -4,7 +4,9 @@ process answering concurrent requests."""
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,6 +55,25 @@ def test_not_a_model_file(tmp_path, capsys):
 def test_empty_report_folder(tmp_path, capsys):
     assert main(["serve", "--report", str(tmp_path)]) == 2
     assert "no caption/summary.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("summary,words", [
+    ({}, "not the summary of a `convattn reproduce` run"),
+    ({"feature_layer": {"chosen": "blocks"}, "seeds": [1], "models": {"attention": {}}}, "no model.pt"),
+])
+def test_report_that_is_not_a_run(tmp_path, capsys, summary, words):
+    (tmp_path / "caption").mkdir()
+    (tmp_path / "caption" / "summary.json").write_text(json.dumps(summary))
+    assert main(["serve", "--report", str(tmp_path)]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_unreadable_test_captions(report_dir, tmp_path, capsys):
+    shutil.copytree(report_dir, tmp_path / "run")
+    path = tmp_path / "run" / "caption" / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "captions": {}}))
+    assert main(["serve", "--report", str(tmp_path / "run")]) == 2
+    assert "its test captions cannot be read" in capsys.readouterr().err
 
 
 def picture(i: int) -> bytes:

@@ -73,10 +73,14 @@ def report_models(report_dir: Path) -> list[tuple[str, Path]]:
     if not summary_path.is_file():
         raise UserError(f"--report {report_dir}: no caption/summary.json there; {NO_REPORT}")
     summary = io.read_json(summary_path)
-    layer, seed = summary["feature_layer"]["chosen"], summary["seeds"][0]
+    try:
+        layer, seed, names = summary["feature_layer"]["chosen"], summary["seeds"][0], list(summary["models"])
+    except (KeyError, IndexError, TypeError):
+        raise UserError(f"{summary_path}: not the summary of a `convattn reproduce` run (it needs "
+                        "feature_layer, seeds and models); rerun it or pass --model PATH") from None
     runs = report_dir / "caption" / "runs"
     found = []
-    for model in summary["models"]:
+    for model in names:
         path = runs / layer / model / f"seed{seed}" / "model.pt"
         if path.is_file():
             found.append((f"{NAMES.get(model, model)} (seed {seed}, as in the report)", path))

@@ -21,6 +21,7 @@ from pycocoevalcap.cider.cider import Cider
 
 from convattn.caption import metrics
 from convattn.common import io as cio
+from convattn.common.errors import UserError
 from convattn.serve.models import NAMES
 
 CACHE_IMAGES = 256  # PNGs kept in memory: the 58 Sydney test images at two sizes fit
@@ -28,11 +29,22 @@ CACHE_IMAGES = 256  # PNGs kept in memory: the 58 Sydney test images at two size
 
 class TestSet:
     def __init__(self, report_dir: Path):
-        summary = cio.read_json(Path(report_dir) / "caption" / "summary.json")
+        path = Path(report_dir) / "caption" / "summary.json"
+        try:
+            self._load(cio.read_json(path))
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise UserError(f"{path}: its test captions cannot be read ({exc.__class__.__name__}: "
+                            f"{exc}); rerun `convattn reproduce`") from None
+        self._pngs: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _load(self, summary: dict) -> None:
         self.images_dir = Path(summary["dataset"]["path"]) / "images"
         self.dataset = summary["dataset"].get("name", "")
         self.models = [m for m in summary["models"] if m in next(iter(summary["captions"].values()), {})]
         names = list(summary["captions"])
+        if not names:
+            raise ValueError("no test images in \"captions\"")
         entries = [summary["captions"][n] for n in names]
         refs = [[r.split() for r in e["references"]] for e in entries]
         scores = {}
@@ -44,8 +56,6 @@ class TestSet:
                                        "cider": scores[m]["cider"][i]} for m in self.models}}
                      for i, (n, e) in enumerate(zip(names, entries))]
         self.by_name = {r["name"]: r for r in self.rows}
-        self._pngs: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
 
     def info(self) -> dict:
         means = {m: {k: float(np.mean([r["captions"][m][k] for r in self.rows])) for k in ("bleu4", "cider")}
