@@ -4,7 +4,8 @@ a plain background, with five captions that say what is drawn.
     make_tiny_captions(root) -> root, holding dataset.json and images/<id>.png
 
 The test split includes the ids 219, 540 and 357, so the captioning defaults (`--show 219
-540 357`, the Sydney-Captions images the study shows) work on it too.
+540 357`, the Sydney-Captions images the study shows) find them. With `names` (e.g.
+"scene_{:03d}.png") every image is named by that pattern instead, as in a dataset of one's own.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _captions(colour: str, shape: str, background: str) -> list[list[str]]:
 
 
 def make_tiny_captions(root, n_train: int = 30, n_val: int = 8, n_test: int = 8, size: int = 48,
-                       seed: int = 0) -> Path:
+                       seed: int = 0, names: str | None = None) -> Path:
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -63,7 +64,7 @@ def make_tiny_captions(root, n_train: int = 30, n_val: int = 8, n_test: int = 8,
         shape = SHAPES[(i // 3) % 3]
         background = list(BACKGROUNDS)[(i // 9) % 2]
         img = _draw(shape, COLOURS[colour], BACKGROUNDS[background], size, rng)
-        filename = f"{name}.png"
+        filename = names.format(i) if names else f"{name}.png"
         img.save(root / "images" / filename)
         sentences = [{"tokens": [t.capitalize() if k == 0 else t for k, t in enumerate(c)],
                       "raw": " ".join(c) + " .", "imgid": i, "sentid": 5 * i + s}

@@ -76,10 +76,17 @@ def test_empty_split(tiny_copy):
         load_dataset(tiny_copy)
 
 
-def test_caption_without_tokens(tiny_copy):
-    _edit(tiny_copy, lambda d: d["images"][3]["sentences"][2].update(tokens=[]))
-    with pytest.raises(UserError, match="4.png.*caption 2 has no tokens"):
+def test_caption_without_a_tokens_list(tiny_copy):
+    _edit(tiny_copy, lambda d: d["images"][3]["sentences"][2].pop("tokens"))
+    with pytest.raises(UserError, match="4.png.*caption 2 has no \"tokens\" list"):
         load_dataset(tiny_copy)
+
+
+def test_an_empty_caption_is_skipped(tiny_copy, capsys):
+    _edit(tiny_copy, lambda d: d["images"][3]["sentences"][2].update(tokens=[]))
+    ds = load_dataset(tiny_copy)
+    assert len(ds.images[3].captions) == 4
+    assert "skipped 1 empty caption (4.png #2)" in capsys.readouterr().err
 
 
 def test_missing_images_are_listed(tiny_copy):

@@ -7,10 +7,13 @@ all use it):
      "images": [{"filename": "1.jpg", "split": "train" | "val" | "test",
                  "sentences": [{"tokens": ["A", "residential", ...], "raw": "..."}, ...]}, ...]}
 
-Tokens are lower-cased here. The vocabulary and the maximum caption length come from the
-training captions only, so validation and test words never leak into the model (a word
-seen only there becomes <unk> in the model's input, but stays itself in the references
-that BLEU compares against).
+Tokens are lower-cased here. A caption without tokens (RSICD has one, "<start_seq>
+<end_seq>" for bridge_59) is skipped with one warning naming each as "FILE #j" (j counts
+the image's sentences from 0); an image left without captions is an error.
+
+The vocabulary and the maximum caption length come from the training captions only, so
+validation and test words never leak into the model (a word seen only there becomes <unk>
+in the model's input, but stays itself in the references that BLEU compares against).
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 from convattn.common.errors import UserError
+from convattn.common.progress import log
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)  # indices 0, 1, 2, 3 in every vocabulary
@@ -95,7 +101,7 @@ def load_dataset(data_dir: str | os.PathLike, images_dir: str | os.PathLike | No
         raise UserError(f"--images {images_dir}: no such folder; pass the folder holding the "
                         "image files with --images DIR")
 
-    images = []
+    images, skipped = [], []
     for i, entry in enumerate(raw["images"]):
         where = f"{json_path}: images[{i}]"
         if not isinstance(entry, dict) or "filename" not in entry or "split" not in entry:
@@ -112,12 +118,22 @@ def load_dataset(data_dir: str | os.PathLike, images_dir: str | os.PathLike | No
         captions = []
         for j, sentence in enumerate(sentences):
             tokens = sentence.get("tokens") if isinstance(sentence, dict) else None
-            if not isinstance(tokens, list) or not [t for t in tokens if str(t).strip()]:
-                raise UserError(f"{where} ({entry['filename']}): caption {j} has no tokens; "
-                                "remove it or give it a \"tokens\" list")
-            captions.append([str(t).lower() for t in tokens if str(t).strip()])
+            if not isinstance(tokens, list):
+                raise UserError(f"{where} ({entry['filename']}): caption {j} has no \"tokens\" "
+                                "list; remove it or give it one")
+            words = [str(t).lower() for t in tokens if str(t).strip()]
+            if words:
+                captions.append(words)
+            else:
+                skipped.append(f"{entry['filename']} #{j}")
+        if not captions:
+            raise UserError(f"{where} ({entry['filename']}): every caption is empty; give it at "
+                            "least one caption with tokens, or remove the image")
         images.append(CaptionImage(index=i, filename=str(entry["filename"]), split=split,
                                    captions=captions))
+    if skipped:
+        log(f"{json_path}: skipped {len(skipped)} empty caption{'s' if len(skipped) > 1 else ''} "
+            f"({_listed(skipped)})")
 
     for split in SPLITS:
         if not any(im.split == split for im in images):
@@ -144,9 +160,11 @@ def _fingerprint(raw_json: bytes, dataset: CaptionDataset) -> str:
     return h.hexdigest()
 
 
-def _check_images(dataset: CaptionDataset) -> dict:
-    from PIL import Image, UnidentifiedImageError
+def _listed(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
+
+def _check_images(dataset: CaptionDataset) -> dict:
     missing, unreadable, sizes = [], [], Counter()
     for im in dataset.images:
         path = dataset.path(im)
@@ -160,9 +178,8 @@ def _check_images(dataset: CaptionDataset) -> dict:
             unreadable.append(im.filename)
     for problem, names in (("missing", missing), ("unreadable", unreadable)):
         if names:
-            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
             raise UserError(f"--images {dataset.images_dir}: {len(names)} {problem} image file(s): "
-                            f"{shown}; restore them or fix dataset.json")
+                            f"{_listed(names)}; restore them or fix dataset.json")
     return dict(sizes)
 
 
