@@ -4,12 +4,12 @@ Training, same math on both sides (the study's CNN, batch 8, SGD lr 0.01, NLL, t
 number of steps):
   reference  DataLoader(TensorDataset, batch_size=8, shuffle=True), zero_grad / forward /
              backward / step, `loss.item()` every step; NCHW; torch's default threads.
-  convattn   convattn.classify.train.train_one_epoch: one pre-shuffled tensor sliced per
+  convattn   convattn.classify.loop.train_one_epoch: one pre-shuffled tensor sliced per
              step, loss summed on-tensor, channels-last, foreach SGD, the preset's threads.
 Evaluation of dev + test (20,000 images):
   reference  the skeleton's evaluate(): model.eval(), one forward pass over the whole set
              with autograd on, argmax; and the same in batches of 8 through a DataLoader.
-  convattn   convattn.classify.train.evaluate: inference_mode, batches of 1,000.
+  convattn   convattn.classify.loop.evaluate: inference_mode, batches of 1,000.
 
 The sides alternate (--repeat rounds) and the best round of each is reported, so a burst
 of load from another process hurts all alike. With torch's default of one thread per core,
@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from convattn.classify.model import FashionCNN
 from convattn.classify.presets import HOMEWORK
-from convattn.classify.train import MEMORY_FORMAT, evaluate, train_one_epoch
+from convattn.classify.loop import MEMORY_FORMAT, evaluate, train_one_epoch
 from convattn.common.progress import progress
 from convattn.data.fashion_mnist import load_fashion_mnist
 
@@ -69,7 +69,7 @@ def convattn_train(data, steps: int, threads: int) -> float:
     order = torch.randperm(len(data.train_y))[:steps * 8]
     x, y = data.train_x[order], data.train_y[order]
     with progress(total=len(y), quiet=True) as bar:
-        train_one_epoch(model, optimizer, x, y, HOMEWORK, 0.01, 0, steps, bar)
+        train_one_epoch(model, optimizer, x, y, HOMEWORK.batch_size, bar=bar)
     return time.perf_counter() - t0
 
 

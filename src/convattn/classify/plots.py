@@ -1,4 +1,5 @@
-"""Figures of a classify sweep, drawn from summary.json and the best run's checkpoint.
+"""Figures of a classify sweep, drawn from summary.json's run records and the best run's
+kernels (arrays; the sweep reads them from its checkpoint).
 
 Curves: the best run's training loss and dev accuracy per epoch (the study's two plots),
 and every learning rate overlaid. Kernels (Q2.3): conv1's 16 kernels (3x3), conv2's full
@@ -115,30 +116,31 @@ def kernel_grid(kernels: np.ndarray, rows: int, cols: int, title: str,
     return fig
 
 
-def draw_all(summary: dict, out_dir, pdf: bool = False) -> dict:
-    """Draw every figure; return {name: relative PNG path} for summary.json."""
-    from convattn.common.io import load_checkpoint
+def draw_all(runs: list[dict], best_lr: float | None, out_dir, *, kernels: dict | None = None,
+             scheduled: bool = False, pdf: bool = False) -> dict:
+    """Draw every figure into out_dir/figures; return {name: relative PNG path}.
 
+    runs: summary.json's run records; best_lr: the chosen run's lr (None: none finished);
+    kernels: the best run's {"conv1": (16, 1, 3, 3), "conv2": (32, 16, 3, 3)} weights;
+    scheduled: the lr followed a schedule, so a run's lr is its peak."""
     out_dir = Path(out_dir)
     figures: dict[str, str] = {}
-    runs = summary["runs"]
     if runs:
         figures["sweep_curves"] = _save(sweep_curves(runs), out_dir, "sweep-curves", pdf)
-    best = next((r for r in runs if r["lr"] == summary["best_lr"]), None)
+    best = next((r for r in runs if r["lr"] == best_lr), None)
     if best is None:
         return figures
-    # with a schedule, the run's lr is its peak
-    lr = ("peak " if summary["config"]["schedule"] != "constant" else "") + f"{best['lr']:g}"
+    lr = ("peak " if scheduled else "") + f"{best['lr']:g}"
     figures["best_train_loss"] = _save(
         best_curve(best, "train_loss", "training loss (epoch mean)",
                    f"Training loss, best run (lr {lr})"), out_dir, "best-train-loss", pdf)
     figures["best_val_acc"] = _save(
         best_curve(best, "val_acc", "dev accuracy", f"Dev accuracy, best run (lr {lr})"),
         out_dir, "best-val-acc", pdf)
+    if kernels is None:
+        return figures
 
-    state = load_checkpoint(out_dir / best["checkpoint"])["model"]
-    conv1 = state["conv1.weight"].float().numpy()   # (16, 1, 3, 3)
-    conv2 = state["conv2.weight"].float().numpy()   # (32, 16, 3, 3)
+    conv1, conv2 = kernels["conv1"], kernels["conv2"]   # (16, 1, 3, 3), (32, 16, 3, 3)
     figures["conv1_kernels"] = _save(
         kernel_grid(conv1[:, 0], 2, 8, f"conv1: 16 kernels 3x3 (lr {lr})",
                     col_label="kernel = row label + column", row_names=["0 +", "8 +"]),
