@@ -15,9 +15,10 @@
 4. With --protocol: both homework models, one seed, trained and evaluated on cached
    features (the issue's 2-minute target), via the real `run`.
 
-Everything runs with --threads torch threads (default 1, what `convattn caption` uses; see
-convattn.caption.train.cpu_threads). Training and decoding use --layer (default: the
-homework preset's); the extraction comparison uses the head layer on both sides.
+Everything runs with --threads torch threads (default 1, what `convattn caption` uses: its
+`--threads` setting, CaptionConfig.threads, applied by common.runtime.torch_threads).
+Training and decoding use --layer (default: the homework preset's); the extraction
+comparison uses the head layer on both sides.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,11 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from convattn.caption import metrics
+from convattn.caption.data import Data
 from convattn.caption.decoders import DecoderWithAttention
 from convattn.caption.encoders import EncoderSpec, build_encoder, load_image
+from convattn.caption.experiment import run
 from convattn.caption.features import EXTRACT_BATCH, region_features
+from convattn.caption.loop import caption_split, train_one_epoch
 from convattn.caption.presets import HOMEWORK
-from convattn.caption.train import Data, caption_split, train_one_epoch
 from convattn.data.captions import END_ID, PAD_ID, START_ID, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +102,7 @@ def bench_features(dataset, n_images: int) -> None:
         for p in paths:
             plain.extract_features((load_image(p)[None] - 0.5) / 0.5)
     ref = n_images / (time.perf_counter() - t)
-    ours_enc = build_encoder(EncoderSpec()).to(memory_format=torch.channels_last)
+    ours_enc = build_encoder(EncoderSpec(layer="head")).to(memory_format=torch.channels_last)
     t = time.perf_counter()
     with torch.inference_mode():
         for lo in range(0, n_images, EXTRACT_BATCH):
@@ -160,9 +162,7 @@ def bench_decoding(dec: DecoderWithAttention, data: Data) -> None:
 
 
 def bench_protocol(data_dir: Path, threads: int) -> None:
-    from convattn.caption.train import run
-
-    config = replace(HOMEWORK, seeds=1, meteor=False, threads=threads)
+    config = HOMEWORK.replace(seeds=1, meteor=False, threads=threads)
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
         summary = run(config, data_dir, out, device="cpu", quiet=True)

@@ -2,12 +2,11 @@
 root); skipped when it is absent. Images at 64x64 (a 2x2 grid) keep feature extraction to
 seconds; the metric is the study's bleu4, unchanged."""
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from convattn.caption import train
+from convattn.caption import experiment
 from convattn.caption.presets import PRESETS
 from convattn.data.captions import build_vocabulary, load_dataset
 
@@ -27,8 +26,8 @@ def test_sydney_facts():
 
 
 def test_one_epoch_gives_positive_bleu4(tmp_path):
-    config = replace(PRESETS["smoke"], models=("attention",), epochs=1, seeds=1, image_size=64)
-    summary = train.run(config, SYDNEY, tmp_path, device="cpu", quiet=True)
+    config = PRESETS["smoke"].replace(models=("attention",), epochs=1, seeds=1, image_size=64)
+    summary = experiment.run(config, SYDNEY, tmp_path, device="cpu", quiet=True)
     m = summary["models"]["attention"]
     assert summary["vocab_size"] == 190 and summary["max_len"] == 22
     assert m["test_bleu4"] > 0 and m["val_bleu4"][0] > 0

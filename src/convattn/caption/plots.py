@@ -1,8 +1,14 @@
-"""Figures of a captioning run, drawn from summary.json's numbers and the saved decoders.
+"""Figures of a captioning run, drawn from arrays only: summary.json's numbers and what the
+run decoded for the shown images. Nothing here loads a model or decodes.
 
     figures/curves_<model>.png     training loss and validation BLEU-4 per epoch, every seed
-    figures/captions.png           the --show images beside generated and reference captions
+    figures/captions.png           the shown images beside generated and reference captions
     figures/attention_<name>.png   attention model: one heat-map over the image per word
+
+A shown image is a dict: {"name", "image": uint8 or float [H, W, 3], "references": [text],
+"generated": {model: [words]}, "attention": {model: [S, R] weights}} (attention models only;
+row s belongs to word s, the last row to <end>). Figures are matplotlib `Figure`s, not
+pyplot's: no global state, no backend to choose.
 """
 
 from __future__ import annotations
@@ -11,36 +17,26 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import torch
+from matplotlib.figure import Figure
+from PIL import Image
 
-from convattn.caption.decode import decode
-from convattn.caption.encoders import load_image
 from convattn.common import io
 from convattn.data.captions import END
 
 TITLES = {"no_attention": "without attention (Q3.1a)", "attention": "with attention (Q3.1b)"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(model_summary: dict, model: str, path: Path) -> None:
     """Two panels: mean training loss and validation BLEU-4 per epoch; one thin line per seed,
     the seeds' mean in bold."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for ax, key, label in ((axes[0], "train_loss", "mean training loss (cross-entropy)"),
                            (axes[1], "val_bleu4", "validation BLEU-4 (greedy)")):
         curves = np.array([s[key] for s in model_summary["seeds"]])  # [seeds, epochs]
         epochs = np.arange(1, curves.shape[1] + 1)
-        for s, curve in zip(model_summary["seeds"], curves):
-            ax.plot(epochs, curve, color="0.7", lw=1, marker=".", label=None)
+        for curve in curves:
+            ax.plot(epochs, curve, color="0.7", lw=1, marker=".")
         ax.plot(epochs, curves.mean(0), color="C0" if key == "train_loss" else "C1", lw=2.2, marker="o",
                 label=f"mean of {len(curves)} seeds" if len(curves) > 1
                 else f"seed {model_summary['seeds'][0]['seed']}")
@@ -57,23 +53,21 @@ def plot_curves(model_summary: dict, model: str, path: Path) -> None:
     fig.suptitle(f"Decoder {TITLES.get(model, model)}: test BLEU-4 {score}")
     fig.tight_layout()
     io.save_figure(fig, path, dpi=110)
-    plt.close(fig)
 
 
-def plot_captions(rows: list[dict], path: Path) -> None:
-    """rows: {"name", "image" [3, H, W], "generated": {model: text}, "references": [text]}."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3.3 * len(rows)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 2.3]})
-    for (ax_img, ax_txt), row in zip(axes, rows):
-        ax_img.imshow(row["image"].permute(1, 2, 0).numpy())
+def plot_captions(shown: list[dict], path: Path) -> None:
+    """Each shown image beside its generated captions (every model) and references."""
+    fig = Figure(figsize=(11, 3.3 * len(shown)))
+    axes = fig.subplots(len(shown), 2, squeeze=False, gridspec_kw={"width_ratios": [1, 2.3]})
+    for (ax_img, ax_txt), row in zip(axes, shown):
+        ax_img.imshow(row["image"])
         ax_img.set_title(f"test image {row['name']}", fontsize=11)
         ax_img.axis("off")
         ax_txt.axis("off")
         lines = []  # (text, weight, colour)
-        for model, text in row["generated"].items():
+        for model, words in row["generated"].items():
             lines.append((f"generated, {TITLES.get(model, model)}:", "bold", "black"))
-            lines += [(w, "normal", "black") for w in textwrap.wrap(text or "(empty)", 72)]
+            lines += [(w, "normal", "black") for w in textwrap.wrap(" ".join(words) or "(empty)", 72)]
         lines.append(("references:", "bold", "0.35"))
         for ref in row["references"]:
             lines += [(w, "normal", "0.35") for w in textwrap.wrap("- " + ref, 76, subsequent_indent="  ")]
@@ -84,74 +78,55 @@ def plot_captions(rows: list[dict], path: Path) -> None:
             y -= step
     fig.tight_layout()
     io.save_figure(fig, path, dpi=100)
-    plt.close(fig)
 
 
-def plot_attention(image: torch.Tensor, words: list[str], alphas: np.ndarray, grid, title: str,
+def upsample(weights: np.ndarray, grid, size) -> np.ndarray:
+    """Region weights [R] (R = grid[0] * grid[1]) -> a bilinear [H, W] map, size = (H, W)."""
+    small = Image.fromarray(np.asarray(weights, dtype=np.float32).reshape(grid))  # mode "F"
+    return np.asarray(small.resize((size[1], size[0]), Image.BILINEAR))
+
+
+def plot_attention(image: np.ndarray, words: list[str], alphas: np.ndarray, grid, title: str,
                    path: Path, columns: int = 5) -> None:
-    """image [3, H, W]; alphas [len(words), R] with R = grid[0] * grid[1]: one panel per word,
+    """image [H, W, 3]; alphas [len(words), R] with R = grid[0] * grid[1]: one panel per word,
     its attention weights as an overlay (opaque red = most attended); the title gives the
     largest weight (1/R would be uniform attention)."""
-    plt = _pyplot()
     rows = -(-len(words) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.5 * rows + 0.5), squeeze=False)
-    rgb = image.permute(1, 2, 0).numpy()
-    h, w = rgb.shape[:2]
+    fig = Figure(figsize=(2.3 * columns, 2.5 * rows + 0.5))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, word, alpha in zip(axes.ravel(), words, alphas):
         # the region weights, upsampled to the image and scaled so the word's most attended
         # region is 1, drawn as a yellow-red glow whose opacity follows the weight
-        heat = torch.nn.functional.interpolate(torch.as_tensor(alpha).reshape(1, 1, *grid).float(),
-                                               size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        heat = (heat / heat.max()).numpy()
-        ax.imshow(rgb)
+        heat = upsample(alpha, grid, image.shape[:2])
+        heat = heat / heat.max()
+        ax.imshow(image)
         ax.imshow(heat, cmap="autumn_r", alpha=0.7 * heat, vmin=0, vmax=1)
         ax.set_title(f"{word} (max {alpha.max():.2f})", fontsize=10)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     io.save_figure(fig, path, dpi=90)
-    plt.close(fig)
 
 
-def draw_all(summary: dict, data, results: dict, spec, out_dir, device) -> dict:
+def draw_all(summary: dict, shown: list[dict], grid, out_dir) -> dict:
     """Every figure of a run -> {"curves": {model: path}, "captions": path,
     "attention": {image name: path}}, paths relative to out_dir."""
-    from convattn.caption.checkpoint import load_decoder
-    from convattn.caption.train import run_checkpoint_dir
-
     out_dir = Path(out_dir)
     figures = {"curves": {}, "attention": {}}
     for model, model_summary in summary["models"].items():
         rel = f"figures/curves_{model}.png"
         plot_curves(model_summary, model, out_dir / rel)
         figures["curves"][model] = rel
-
-    config = summary["config"]
-    shown = [data.dataset.by_name(name) for name in config["show"]]
     if not shown:
         return figures
-    idx = torch.tensor([im.index for im in shown], device=data.features.device)
-    features = data.region_features(idx)
-    max_steps = config["max_steps"] or data.max_len
-    images = [load_image(data.dataset.path(im), spec.image_size) for im in shown]
-    generated = {im.name: {} for im in shown}
-    for model in summary["models"]:
-        decoder, _ = load_decoder(run_checkpoint_dir(out_dir, summary, model) / "model.pt", device)
-        ids, alphas = decode(decoder, features, max_steps, config["beam"])
-        for i, im in enumerate(shown):
-            words = data.vocab.decode(ids[i].tolist())
-            generated[im.name][model] = " ".join(words)
-            if alphas is not None:
-                rel = f"figures/attention_{im.name}.png"
-                shown_words = words + [END]
-                plot_attention(images[i], shown_words, alphas[i, :len(shown_words)].cpu().numpy(),
-                               data.grid, f"{im.name}: attention over the {data.grid[0]}x{data.grid[1]} "
-                               f"regions for each generated word (uniform would be {1 / len(alphas[i, 0]):.3f})",
-                               out_dir / rel)
-                figures["attention"][im.name] = rel
-    rows = [{"name": im.name, "image": img, "generated": generated[im.name],
-             "references": [" ".join(c) for c in im.captions]} for im, img in zip(shown, images)]
-    plot_captions(rows, out_dir / "figures/captions.png")
+    for row in shown:
+        for model, alphas in row["attention"].items():
+            rel = f"figures/attention_{row['name']}.png"
+            plot_attention(row["image"], row["generated"][model] + [END], alphas, grid,
+                           f"{row['name']}: attention over the {grid[0]}x{grid[1]} regions for each "
+                           f"generated word (uniform would be {1 / alphas.shape[1]:.3f})", out_dir / rel)
+            figures["attention"][row["name"]] = rel
+    plot_captions(shown, out_dir / "figures/captions.png")
     figures["captions"] = "figures/captions.png"
     return figures

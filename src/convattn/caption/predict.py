@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps
 from convattn.caption.decode import decode
 from convattn.caption.encoders import build_encoder, load_image
 from convattn.caption.features import image_features
+from convattn.caption.plots import plot_attention
 from convattn.data.captions import END, Vocabulary
 
 
@@ -32,9 +31,8 @@ def predict(model_path, images: list, device, beam: int = 1, attention_maps=None
         words = vocab.decode(ids[0].tolist())
         out.append((str(path), " ".join(words)))
         if attention_maps is not None and alphas is not None:
-            from convattn.caption.plots import plot_attention
-
             shown = words + [END]
-            plot_attention(load_image(path, spec.image_size), shown, alphas[0, :len(shown)].cpu().numpy(),
-                           grid, Path(path).name, Path(attention_maps) / f"{Path(path).stem}.png")
+            picture = load_image(path, spec.image_size).permute(1, 2, 0).numpy()  # [H, W, 3]
+            plot_attention(picture, shown, alphas[0, :len(shown)].cpu().numpy(), grid, Path(path).name,
+                           Path(attention_maps) / f"{Path(path).stem}.png")
     return out

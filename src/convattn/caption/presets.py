@@ -1,67 +1,84 @@
-"""Captioning presets as data: one dataclass whose defaults are the study's protocol.
+"""Captioning presets as data: one config class whose defaults are the study's protocol.
 
-`homework` is the study (SPEC Q3) with 5 seeds; `fast` is what `reproduce --preset fast`
-runs (chosen on validation BLEU-4 only); `smoke` is a seconds-long run for tests. The CLI shows the homework values as the defaults of its flags.
+`homework` is the study (README, "Presets"; Question 3 of the homework) with 5 seeds;
+`fast` is what `reproduce --preset fast` runs (chosen on validation BLEU-4 only); `smoke`
+is a seconds-long run for tests. Every field is a flag of `convattn caption` whose help
+lists each preset's value.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
+
+from convattn.caption.decoders import MODELS
+from convattn.caption.encoders import DEFAULT_ENCODER, DEFAULT_LAYER, ENCODER_LAYERS
+from convattn.common.config import Config, option, require
+
+# the test images whose captions the study shows (Sydney-Captions file names without suffix)
+STUDY_SHOWN = ("219", "540", "357")
 
 
 @dataclass(frozen=True)
-class CaptionConfig:
+class CaptionConfig(Config):
+    preset: str = option("homework", "the preset these values started from", key=False)
     # encoder and features
-    encoder: str = "efficientnet-lite0"
-    encoder_weights: str | None = None  # resnet18 only: torchvision's state-dict file
-    # a layer of the encoder, or "auto": pick on validation BLEU-4. "blocks" (320 channels,
-    # before the 1280-channel head conv) won that choice on Sydney (README) and is 2x faster
-    feature_layer: str = "blocks"
-    image_size: int | None = None       # None: every image at its own size (Sydney 500x500)
-    # decoders (SPEC Q3.1a / Q3.1b)
-    models: tuple = ("no_attention", "attention")
-    embed_dim: int = 100
-    hidden_dim: int = 256
-    attention_dim: int = 100
-    attention_act: str = "tanh"  # the study used relu; Show-Attend-Tell tanh
-    dropout: float = 0.5
+    encoder: str = option(DEFAULT_ENCODER, "frozen ImageNet CNN: efficientnet-lite0, or resnet18 "
+                          "(needs torchvision)", choices=tuple(ENCODER_LAYERS))
+    encoder_weights: str | None = option(None, "weights file for --encoder resnet18 (torchvision's "
+                                         "state dict; nothing is downloaded)")
+    # "blocks" (320 channels, before the 1280-channel head conv) won `auto` on Sydney (README)
+    # and makes the attention epoch 2x faster
+    feature_layer: str = option(DEFAULT_LAYER[DEFAULT_ENCODER],
+                                "encoder layer giving the region features (efficientnet-lite0: "
+                                "head = 1280 channels, blocks = 320; resnet18: layer4), or auto: "
+                                "train one seed on each and keep the best on validation BLEU-4")
+    image_size: int | None = option(None, "resize images to NxN first (None: each at its own size)")
+    # decoders (README, "What it measured"; the study's Q3.1a and Q3.1b)
+    models: tuple[str, ...] = option(tuple(MODELS), "decoders to train", choices=tuple(MODELS),
+                                     key=False)
+    embed_dim: int = option(100, "word embedding size")
+    hidden_dim: int = option(256, "LSTM hidden size")
+    attention_dim: int = option(100, "additive attention size")
+    attention_act: str = option("tanh", "attention nonlinearity: tanh (Show-Attend-Tell), or relu "
+                                "(the study's)", choices=("tanh", "relu"))
+    dropout: float = option(0.5, "dropout on the LSTM output")
     # training
-    epochs: int = 6
-    batch_size: int = 8
-    lr: float = 4e-4
-    grad_clip: float = 5.0  # each gradient entry clamped to [-5, 5]
-    seed: int = 42
-    seeds: int = 5          # runs per model: seed, seed+1, ...
+    epochs: int = option(6, "training epochs")
+    batch_size: int = option(8, "(image, caption) pairs per batch")
+    lr: float = option(4e-4, "Adam learning rate")
+    grad_clip: float = option(5.0, "clamp every gradient entry to [-x, x]")
+    seed: int = option(42, "first seed", key=False)
+    seeds: int = option(5, "seeds per model (seed, seed+1, ...)", key=False)
     # decoding and evaluation
-    beam: int = 1                     # 1: greedy
-    max_steps: int | None = None      # words generated at most; None: the max caption length
-    show: tuple = ("219", "540", "357")
-    bootstrap: int = 10000
-    meteor: bool = True               # only when Java is found
+    beam: int = option(1, "beam size for the test captions (1 = greedy)")
+    max_steps: int | None = option(None, "longest caption generated (None: the longest training "
+                                   "caption)")
+    show: tuple[str, ...] = option(STUDY_SHOWN, "images whose captions and attention maps are drawn "
+                                   "(the study's three where the dataset has them, else its first "
+                                   "three test images)", key=False)
+    bootstrap: int = option(10000, "bootstrap resamples for the attention vs no-attention interval",
+                            key=False)
+    meteor: bool = option(True, "METEOR too, when java is on PATH", key=False)
     # how the work runs, not what it computes
-    threads: int = 1                  # torch CPU threads (see common.runtime.torch_threads)
+    threads: int = option(1, "torch CPU threads; 1 is fastest when other work shares the cores",
+                          speed=True)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["models"], d["show"] = list(self.models), list(self.show)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CaptionConfig":
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        for k in ("models", "show"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
-
-    def run_key(self) -> dict:
-        """The settings one (model, seed) run depends on; a stored run is reused only when
-        they match. Seeds count, shown images, bootstrap and METEOR are not among them."""
-        d = self.to_dict()
-        for k in ("models", "seeds", "seed", "show", "bootstrap", "meteor", "threads"):
-            d.pop(k)
-        return d
+    def check(self) -> None:
+        # fields with choices (encoder, models, attention_act) are checked by Config first
+        layers = ENCODER_LAYERS[self.encoder]
+        require(self.feature_layer == "auto" or self.feature_layer in layers, self, "feature_layer",
+                f"{self.encoder} has {', '.join(layers)} (or auto)")
+        require(self.image_size is None or self.image_size >= 32, self, "image_size",
+                "images must be at least 32 pixels")
+        require(bool(self.models), self, "models", f"expected {' and/or '.join(MODELS)}")
+        for name in ("embed_dim", "hidden_dim", "attention_dim", "epochs", "batch_size", "seeds",
+                     "beam", "threads"):
+            require(getattr(self, name) >= 1, self, name, "must be at least 1")
+        require(0 <= self.dropout < 1, self, "dropout", "must be in [0, 1)")
+        require(self.lr > 0, self, "lr", "must be positive")
+        require(self.grad_clip > 0, self, "grad_clip", "must be positive")
+        require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "must be at least 1")
+        require(self.bootstrap >= 1, self, "bootstrap", "must be at least 1")
 
 
 HOMEWORK = CaptionConfig()
@@ -72,7 +89,8 @@ PRESETS = {
     # 8x8 grid: 4x cheaper features and attention), 4 epochs, 2 seeds. Chosen on validation
     # BLEU-4 only: mean validation BLEU-4 of the attention model, seeds 42-43, 0.546 after
     # epoch 4 at 256x256 against 0.556 after epoch 6 for the homework preset (README).
-    "fast": replace(HOMEWORK, image_size=256, epochs=4, seeds=2),
+    "fast": HOMEWORK.replace(preset="fast", image_size=256, epochs=4, seeds=2),
     # seconds, for tests: tiny images, one epoch, one seed
-    "smoke": replace(HOMEWORK, epochs=1, seeds=1, image_size=64, bootstrap=200, meteor=False),
+    "smoke": HOMEWORK.replace(preset="smoke", epochs=1, seeds=1, image_size=64, bootstrap=200,
+                              meteor=False),
 }

@@ -1,0 +1,205 @@
+"""The captioning experiment: every (decoder, seed) run, their comparison, summary.json, figures.
+
+    run(config, data_dir, out_dir, *, device="auto", quiet=False, policy="resume",
+        images_dir=None) -> summary dict
+
+Region features are computed once per (dataset, encoder, layer, image size) and cached
+(features.py); each (decoder, seed) run is trained or taken from `out_dir/runs/` (run.py,
+with the run store's policy: resume | reuse | fresh). `--feature-layer auto` first trains
+one seed of each decoder on every layer of the encoder and keeps the layer with the higher
+mean final validation BLEU-4. Then `out_dir/summary.json` (the source of truth for the
+report) and `out_dir/figures/`, drawn from what the first seed's decoders generated.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from convattn.caption import metrics, plots
+from convattn.caption.data import Data
+from convattn.caption.encoders import ENCODER_LAYERS, EncoderSpec, check_spec, load_image
+from convattn.caption.features import region_features
+from convattn.caption.loop import caption_images
+from convattn.caption.presets import STUDY_SHOWN, CaptionConfig
+from convattn.caption.run import train_run
+from convattn.common import io, runs
+from convattn.common.errors import UserError
+from convattn.common.progress import log
+from convattn.common.runtime import choose_device, environment, torch_threads
+from convattn.data.captions import CaptionDataset, CaptionImage, load_dataset
+
+# why a preset's layer is what it is (a run with --feature-layer auto measures it afresh)
+LAYER_NOTES = {
+    ("efficientnet-lite0", "blocks"):
+        "320-channel output of the last MBConv block, before the 1280-channel head conv: it had "
+        "the higher validation BLEU-4 when both were trained with --feature-layer auto on "
+        "Sydney-Captions (README), and its 4x fewer channels make the attention decoder 2x faster",
+}
+
+SCALARS = ("test_bleu4", "test_bleu4_best", "best_val_bleu4", "final_val_bleu4", "cider",
+           "rouge_l", "meteor", "bleu1", "bleu2", "bleu3", "corpus_bleu4", "seconds")
+
+
+def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool = False,
+        policy: str = "resume", images_dir=None) -> dict:
+    """Train and evaluate every (model, seed), write summary.json and the figures -> summary."""
+    runs.check_policy(policy)
+    started = time.perf_counter()
+    device = choose_device(device) if isinstance(device, str) else device
+    out_dir = Path(out_dir)
+    dataset = load_dataset(data_dir, images_dir)
+    shown_images = choose_shown(dataset, config.show)
+    config = config.replace(show=tuple(im.name for im in shown_images))
+    seeds = [config.seed + i for i in range(config.seeds)]
+    timing = {"features": {}}
+
+    def train_layer(layer: str, seed_list):
+        """-> spec, data, {model: [(result, decoder) per seed]} for one feature layer."""
+        spec = EncoderSpec(config.encoder, layer, config.image_size, config.encoder_weights)
+        check_spec(spec)
+        features, grid, info = region_features(dataset, spec, device, quiet=quiet)
+        timing["features"][layer] = info
+        data = Data(dataset, features, grid, device)
+        return spec, data, {m: [train_run(m, s, data, config, spec, out_dir, device, policy, quiet)
+                                for s in seed_list] for m in config.models}
+
+    with torch_threads(config.threads if device.type == "cpu" else 0):
+        selection = None
+        if config.feature_layer == "auto":
+            # one seed of each model per candidate layer; the chosen layer's runs are reused below
+            candidates = {layer: layer_scores(train_layer(layer, seeds[:1])[2])
+                          for layer in ENCODER_LAYERS[config.encoder]}
+            layer = max(candidates, key=lambda name: candidates[name]["mean_final_val_bleu4"])
+            selection = {"rule": "highest mean final validation BLEU-4 of both models, seed "
+                                 f"{seeds[0]}; test scores shown but not used", "candidates": candidates}
+            log(f"feature layer: {layer} (" + ", ".join(
+                f"{k} val {v['mean_final_val_bleu4']:.4f}" for k, v in candidates.items()) + ")")
+        else:
+            layer = config.feature_layer
+        spec, data, trained = train_layer(layer, seeds)
+        results = {m: [result for result, _ in pairs] for m, pairs in trained.items()}
+        max_steps = config.max_steps or data.max_len
+        generated = {m: caption_images(pairs[0][1], data, shown_images, max_steps, config.beam)
+                     for m, pairs in trained.items()}
+
+    summary = {
+        "dataset": {"name": dataset.name, "path": str(Path(data_dir).resolve()),
+                    "images": {s: len(dataset.split(s)) for s in ("train", "val", "test")}},
+        "vocab_size": len(data.vocab), "max_len": data.max_len,
+        "encoder": {"name": spec.name, "layer": spec.layer, "channels": spec.channels,
+                    "image_size": spec.image_size, "grid": list(data.grid),
+                    "regions": data.grid[0] * data.grid[1]},
+        "feature_layer": {"chosen": layer, "selected_by": "validation" if selection else "config",
+                          **({"selection": selection} if selection else {"why": LAYER_NOTES.get(
+                              (spec.name, layer), "set by --feature-layer")})},
+        "config": config.to_dict(), "seeds": seeds,
+        "metric": "bleu4 = mean over test images of nltk sentence_bleu (uniform 4-gram weights, "
+                  "no smoothing, 5 lower-cased references, hypothesis without special tokens)",
+        "models": {m: summarise_model(r) for m, r in results.items()},
+        "captions": captions_by_image(data, results),
+    }
+    if "no_attention" in results and "attention" in results:
+        summary["comparison"] = compare(results["no_attention"], results["attention"], config.bootstrap)
+    timing.update(runs_seconds=sum(m["seconds_total"] for m in summary["models"].values()),
+                  total_seconds=None)
+    base = runs.summary_base("caption", config, {"fingerprint": dataset.fingerprint, **summary["dataset"]},
+                             device, timing)
+    summary = {**base, **summary, "timing": timing,
+               "environment": {**environment(), "device": str(device),
+                               "torch_threads": config.threads if device.type == "cpu" else None}}
+    summary["figures"] = plots.draw_all(summary, shown_rows(shown_images, generated, dataset, spec),
+                                        data.grid, out_dir)
+    summary["timing"]["total_seconds"] = time.perf_counter() - started
+    io.write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def choose_shown(dataset: CaptionDataset, show) -> list[CaptionImage]:
+    """The images named by --show; the study's default three only where the dataset has them
+    all, else its first three test images (said in the log)."""
+    if tuple(show) == STUDY_SHOWN and not all(_has(dataset, name) for name in show):
+        chosen = dataset.split("test")[:3]
+        log(f"--show: {dataset.root / 'dataset.json'} lacks the study's images "
+            f"{', '.join(STUDY_SHOWN)}; showing its first test images instead: "
+            f"{', '.join(im.name for im in chosen)}")
+        return chosen
+    for name in show:
+        if not _has(dataset, name):
+            raise UserError(f"--show {name}: no image {name} in {dataset.root / 'dataset.json'}; "
+                            "name images by file name with or without suffix")
+    return [dataset.by_name(name) for name in show]
+
+
+def _has(dataset: CaptionDataset, name: str) -> bool:
+    try:
+        dataset.by_name(name)
+    except KeyError:
+        return False
+    return True
+
+
+def shown_rows(images: list[CaptionImage], generated: dict, dataset: CaptionDataset, spec) -> list[dict]:
+    """What plots.draw_all draws for each shown image (see plots' module doc)."""
+    rows = []
+    for i, im in enumerate(images):
+        picture = load_image(dataset.path(im), spec.image_size).permute(1, 2, 0).numpy()  # [H, W, 3]
+        rows.append({"name": im.name, "image": picture, "references": [" ".join(c) for c in im.captions],
+                     "generated": {m: out[i][0] for m, out in generated.items()},
+                     "attention": {m: out[i][1] for m, out in generated.items() if out[i][1] is not None}})
+    return rows
+
+
+def layer_scores(trained: dict) -> dict:
+    """One candidate layer of --feature-layer auto: each model's first-seed scores."""
+    scores = {m: {k: pairs[0][0][k] for k in ("final_val_bleu4", "best_val_bleu4", "test_bleu4")}
+              for m, pairs in trained.items()}
+    scores["mean_final_val_bleu4"] = float(np.mean([s["final_val_bleu4"] for s in scores.values()]))
+    return scores
+
+
+def _flat(result: dict) -> dict:
+    """One run's scalar metrics under the names summary.json uses."""
+    out = {k: result.get(k) for k in ("test_bleu4", "test_bleu4_best", "best_val_bleu4",
+                                      "final_val_bleu4", "cider", "rouge_l", "meteor", "seconds")}
+    cb = result["corpus_bleu"]
+    out.update(bleu1=cb["bleu1"], bleu2=cb["bleu2"], bleu3=cb["bleu3"], corpus_bleu4=cb["bleu4"])
+    return out
+
+
+def summarise_model(results: list[dict]) -> dict:
+    """The first seed's run in full (the study's seed), every seed's scalars, mean and std."""
+    first = results[0]
+    out = {k: first[k] for k in ("train_loss", "val_bleu4", "test_bleu4", "test_bleu4_best",
+                                 "best_epoch", "best_val_bleu4", "final_val_bleu4",
+                                 "corpus_bleu", "cider", "rouge_l", "meteor", "seconds")}
+    out["seed"] = first["seed"]
+    out["seeds"] = [{"seed": r["seed"], **_flat(r), "train_loss": r["train_loss"],
+                     "val_bleu4": r["val_bleu4"]} for r in results]
+    for name in SCALARS:
+        mean, std = metrics.mean_std([_flat(r)[name] for r in results])
+        out[f"{name}_mean"], out[f"{name}_std"] = mean, std
+    out["seconds_total"] = sum(r["seconds"] for r in results)
+    return out
+
+
+def compare(no_attention: list[dict], attention: list[dict], samples: int) -> dict:
+    """Paired bootstrap over test images of (attention - no attention) BLEU-4, each image's
+    score averaged over seeds first (so the interval covers image sampling, not seeds)."""
+    a = np.mean([r["test_bleu4_per_image"] for r in no_attention], axis=0)
+    b = np.mean([r["test_bleu4_per_image"] for r in attention], axis=0)
+    out = metrics.paired_bootstrap(a, b, samples=samples)
+    out.update(metric="bleu4", pair="attention - no_attention",
+               seeds=len(attention), per_image="mean over seeds")
+    return out
+
+
+def captions_by_image(data: Data, results: dict) -> dict:
+    """Test image name -> references and each model's caption (first seed)."""
+    out = {}
+    for im in data.splits["test"]:
+        out[im.name] = {"filename": im.filename, "references": [" ".join(c) for c in im.captions],
+                        **{m: r[0]["captions"][im.name] for m, r in results.items()}}
+    return out

@@ -1,0 +1,71 @@
+"""The training loop and free-running captioning of a split (the study's protocol).
+
+Training is teacher forcing with cross-entropy over non-<pad> targets, Adam, and every
+gradient entry clamped to +-grad_clip. Captions for validation and test are decoded free
+running (greedy or beam), batched over images, never teacher forced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from convattn.caption.data import Data
+from convattn.caption.decode import decode
+from convattn.common.progress import progress
+from convattn.data.captions import PAD_ID, CaptionImage
+
+
+def train_one_epoch(decoder, optimizer, data: Data, config, epoch: int, seed: int,
+                    quiet: bool = True) -> float:
+    """One pass over the (image, caption) pairs in a seeded order -> mean batch loss.
+    `config` gives epochs (for the bar), batch_size and grad_clip."""
+    decoder.train()
+    # the order depends only on (seed, epoch), so a resumed run sees the same batches
+    order = torch.randperm(len(data.train_images), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+    order = order.to(data.train_images.device)
+    losses = []
+    bar = progress(total=len(order), desc=f"epoch {epoch + 1}/{config.epochs}", unit="caption", quiet=quiet)
+    for lo in range(0, len(order), config.batch_size):
+        batch = order[lo:lo + config.batch_size]
+        captions = data.train_captions[batch]                        # [B, max_len]
+        length = int((captions != PAD_ID).sum(1).max())
+        captions = captions[:, :length]                              # no steps over pure padding
+        logits, _ = decoder(data.region_features(data.train_images[batch]), captions)  # [B, T-1, V]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), captions[:, 1:].reshape(-1),
+                               ignore_index=PAD_ID)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(decoder.parameters(), config.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+        bar.update(len(batch))
+    bar.close()
+    return float(np.mean(losses))
+
+
+def caption_split(decoder, data: Data, split: str, max_steps: int, beam: int = 1,
+                  batch_size: int = 256) -> list[list[str]]:
+    """Free-running captions (word lists) for every image of a split, decoded in batches."""
+    images = data.splits[split]
+    words = []
+    for lo in range(0, len(images), batch_size):
+        ids, _ = decode(decoder, data.image_features(images[lo:lo + batch_size]), max_steps, beam)
+        words += [data.vocab.decode(row) for row in ids.tolist()]
+    return words
+
+
+def caption_images(decoder, data: Data, images: list[CaptionImage], max_steps: int,
+                   beam: int = 1) -> list[tuple[list[str], np.ndarray | None]]:
+    """Each image's caption (word list) and, for an attention decoder, its attention weights
+    [S, R] for the S = len(words) + 1 generated tokens (the words and <end>); else None."""
+    if not images:
+        return []
+    ids, alphas = decode(decoder, data.image_features(images), max_steps, beam)
+    out = []
+    for i in range(len(images)):
+        words = data.vocab.decode(ids[i].tolist())
+        weights = None if alphas is None else alphas[i, :len(words) + 1].cpu().numpy()
+        out.append((words, weights))
+    return out

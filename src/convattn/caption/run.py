@@ -1,0 +1,118 @@
+"""One (decoder, seed) run: train or take it from the run store, score the test split.
+
+    train_run(model, seed, data, config, spec, out_dir, device, policy) -> (result, decoder)
+
+Files, in `run_dir(out_dir, layer, model, seed)` = OUT/runs/<layer>/<model>/seed<N>/:
+    checkpoint.pt  the run store's checkpoint (common.runs), rewritten after every epoch:
+                   decoder, optimizer, RNG, history and the best decoder so far; once the
+                   test split is scored, status "finished" and the result
+    best.pt        {"decoder", "epoch"}: the decoder with the best validation BLEU-4
+    model.pt       the final decoder with its vocabulary and encoder (caption/checkpoint.py;
+                   what `caption predict` and `convattn serve` load)
+    result.json    a readable copy of the result
+The run's key is the config's run key with the run's own decoder, seed and feature layer
+and the dataset's fingerprint: a stored run is used only when all of them match, and the
+policy (resume | reuse | fresh, common.runs) says whether an unfinished one continues.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+
+from convattn.caption import metrics
+from convattn.caption.checkpoint import model_checkpoint
+from convattn.caption.data import Data
+from convattn.caption.decoders import build_decoder
+from convattn.caption.encoders import EncoderSpec
+from convattn.caption.loop import caption_split, train_one_epoch
+from convattn.caption.presets import CaptionConfig
+from convattn.common import io, runs
+from convattn.common.progress import log
+from convattn.common.runtime import seed_everything
+
+
+def run_dir(out_dir, layer: str, model: str, seed: int) -> Path:
+    """Where a run's files live (its model.pt is what predict and serve load)."""
+    return Path(out_dir) / "runs" / layer / model / f"seed{seed}"
+
+
+def run_key(config: CaptionConfig, model: str, seed: int, spec: EncoderSpec, data: Data) -> dict:
+    """Everything the run's numbers depend on (the layer as run, never "auto")."""
+    return {**config.run_key(), "feature_layer": spec.layer, "model": model, "seed": seed,
+            "dataset": data.dataset.fingerprint}
+
+
+def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: EncoderSpec, out_dir,
+              device, policy: str = "resume", quiet: bool = False) -> tuple[dict, torch.nn.Module]:
+    """Train one decoder with one seed, or reuse / resume its stored run -> (its result,
+    the final decoder in eval mode)."""
+    folder = run_dir(out_dir, spec.layer, model, seed)
+    label, key = f"{model} seed {seed}", run_key(config, model, seed, spec, data)
+    seed_everything(seed)
+    decoder = build_decoder(model, len(data.vocab), data.feature_dim, config).to(device)
+    # fused: one kernel for all parameters instead of a dozen small ops each (8% of a step)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, fused=True)
+    state = runs.load_state(folder / "checkpoint.pt", key, policy, label, device)
+    if state is not None and state["status"] in runs.FINISHED:
+        decoder.load_state_dict(state["model"])
+        return state["result"], decoder.eval()
+    if state is not None:
+        runs.restore(state, decoder, optimizer)
+        history, best, start = state["history"], state["best"], state["epoch"]
+    else:
+        history, best, start = {"train_loss": [], "val_bleu4": [], "epoch_seconds": []}, None, 0
+
+    max_steps = config.max_steps or data.max_len
+    references = data.references("val")
+    for epoch in range(start, config.epochs):
+        t0 = time.perf_counter()
+        loss = train_one_epoch(decoder, optimizer, data, config, epoch, seed, quiet)
+        val = metrics.bleu4(references, caption_split(decoder, data, "val", max_steps))
+        history["train_loss"].append(loss)
+        history["val_bleu4"].append(val)
+        history["epoch_seconds"].append(time.perf_counter() - t0)
+        log(f"{label} epoch {epoch + 1}/{config.epochs}: train loss {loss:.4f}, "
+            f"val bleu4 {val:.4f} ({history['epoch_seconds'][-1]:.1f} s)")
+        if best is None or val > best["val_bleu4"]:
+            best = {"model": copy.deepcopy(decoder.state_dict()), "epoch": epoch + 1, "val_bleu4": val}
+            io.save_checkpoint(folder / "best.pt", {"decoder": best["model"], "epoch": best["epoch"]})
+        runs.save_state(folder / "checkpoint.pt", key=key, epoch=epoch + 1, status="running",
+                        history=history, model=decoder, optimizer=optimizer, best=best)
+
+    t0 = time.perf_counter()
+    io.save_checkpoint(folder / "model.pt", model_checkpoint(decoder, model, data.vocab.words, data.max_len,
+                                                             data.grid, spec, config))
+    result = evaluate(decoder, best, data, config, max_steps)
+    result.update(model=model, seed=seed, config=key, train_loss=history["train_loss"],
+                  val_bleu4=history["val_bleu4"], epoch_seconds=history["epoch_seconds"],
+                  final_val_bleu4=history["val_bleu4"][-1],
+                  seconds=sum(history["epoch_seconds"]) + time.perf_counter() - t0)
+    runs.save_state(folder / "checkpoint.pt", key=key, epoch=config.epochs, status="finished",
+                    history=history, model=decoder, optimizer=optimizer, best=best, result=result)
+    io.write_json(folder / "result.json", result)
+    log(f"{label}: test bleu4 {result['test_bleu4']:.4f} (best-by-val {result['test_bleu4_best']:.4f}), "
+        f"CIDEr {result['cider']:.3f}, {result['seconds']:.0f} s")
+    return result, decoder.eval()
+
+
+def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: int) -> dict:
+    """Test scores of the final decoder (every metric) and of the best-by-validation one
+    (the study's bleu4)."""
+    references = data.references("test")
+    hyps = caption_split(decoder, data, "test", max_steps, config.beam)
+    test = metrics.all_metrics(references, hyps, with_meteor=config.meteor)
+    best_decoder = copy.deepcopy(decoder)
+    best_decoder.load_state_dict(best["model"])
+    test_best = metrics.bleu4(references, caption_split(best_decoder, data, "test", max_steps, config.beam))
+    return {
+        "best_epoch": best["epoch"], "best_val_bleu4": best["val_bleu4"],
+        "test_bleu4": test["bleu4"], "test_bleu4_best": test_best,
+        "corpus_bleu": test["corpus_bleu"], "cider": test["cider"], "rouge_l": test["rouge_l"],
+        "meteor": test.get("meteor"),
+        "test_bleu4_per_image": metrics.bleu4_per_image(references, hyps),
+        "captions": {im.name: " ".join(h) for im, h in zip(data.splits["test"], hyps)},
+    }

@@ -1,0 +1,77 @@
+"""CaptionConfig: presets as data, validation on construction, generated flags, run key."""
+
+import argparse
+
+import pytest
+
+from convattn.caption import cli
+from convattn.caption.encoders import DEFAULT_LAYER, EncoderSpec
+from convattn.caption.presets import HOMEWORK, PRESETS, CaptionConfig
+from convattn.common.errors import UserError
+
+
+def test_presets_keep_the_studys_values():
+    assert (HOMEWORK.epochs, HOMEWORK.batch_size, HOMEWORK.lr, HOMEWORK.grad_clip, HOMEWORK.seeds) \
+        == (6, 8, 4e-4, 5.0, 5)
+    assert (HOMEWORK.embed_dim, HOMEWORK.hidden_dim, HOMEWORK.attention_dim, HOMEWORK.dropout) \
+        == (100, 256, 100, 0.5)
+    differs = {name: {k for k, v in PRESETS[name].to_dict().items() if v != HOMEWORK.to_dict()[k]}
+               for name in ("fast", "smoke")}
+    assert differs == {"fast": {"preset", "image_size", "epochs", "seeds"},
+                       "smoke": {"preset", "epochs", "seeds", "image_size", "bootstrap", "meteor"}}
+
+
+def test_one_default_feature_layer():
+    assert HOMEWORK.feature_layer == EncoderSpec().layer == DEFAULT_LAYER[HOMEWORK.encoder] == "blocks"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 0}, "--epochs 0: must be at least 1"),
+    ({"feature_layer": "layer4"}, "--feature-layer layer4: efficientnet-lite0 has head, blocks (or auto)"),
+    ({"models": ("attention", "lstm")}, "--models attention lstm: expected one of no_attention, attention"),
+    ({"attention_act": "gelu"}, "--attention-act gelu: expected one of tanh, relu"),
+    ({"image_size": 16}, "--image-size 16: images must be at least 32 pixels"),
+    ({"dropout": 1.0}, "--dropout 1: must be in [0, 1)"),
+    ({"models": ()}, "--models : expected no_attention and/or attention"),
+])
+def test_invalid_configs_name_their_flag(change, message):
+    with pytest.raises(UserError) as err:
+        HOMEWORK.replace(**change)
+    assert str(err.value) == message
+
+
+def test_run_key_leaves_out_what_is_only_reported_or_speed():
+    key = HOMEWORK.run_key()
+    assert not {"preset", "models", "seed", "seeds", "show", "bootstrap", "meteor", "threads"} & set(key)
+    assert key["epochs"] == 6 and key["feature_layer"] == "blocks"
+    assert HOMEWORK.replace(threads=2, seeds=1, show=("1",)).run_key() == key
+
+
+def test_dict_round_trip():
+    assert CaptionConfig.from_dict(PRESETS["fast"].to_dict()) == PRESETS["fast"]
+    assert CaptionConfig.from_dict({**HOMEWORK.to_dict(), "removed_setting": 1}) == HOMEWORK
+
+
+def _parse(*argv):
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    return cli.config_from_args(parser.parse_args(["caption", *argv]))
+
+
+def test_flags_override_the_preset():
+    assert _parse() == HOMEWORK
+    config = _parse("--preset", "fast", "--epochs", "2", "--models", "attention", "--no-meteor",
+                    "--show", "1", "2")
+    assert config == PRESETS["fast"].replace(epochs=2, models=("attention",), meteor=False, show=("1", "2"))
+    # another encoder without --feature-layer: that encoder's layer
+    assert _parse("--encoder", "resnet18").feature_layer == "layer4"
+    assert _parse("--feature-layer", "head").feature_layer == "head"
+
+
+def test_help_lists_every_presets_value(capsys):
+    with pytest.raises(SystemExit):
+        _parse("--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "training epochs (homework 6; fast 4; smoke 1)" in text
+    for flag in ("--runs", "--resume", "--fresh", "--no-meteor", "--threads", "--feature-layer"):
+        assert flag in text

@@ -1,0 +1,182 @@
+"""End to end on the tiny dataset: summary schema, figures, the run store's policies, predict."""
+
+import inspect
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from convattn.caption import experiment, run
+from convattn.caption.presets import PRESETS
+from convattn.cli import main
+from convattn.data.captions import load_dataset
+
+SMOKE = PRESETS["smoke"].replace(epochs=2, seeds=2, bootstrap=100)
+ONE = SMOKE.replace(epochs=3, seeds=1, models=("attention",))
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("caption-run")
+    summary = experiment.run(SMOKE, tiny_data, out, device="cpu", quiet=True)
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_data, tmp_path_factory):
+    """ONE trained without interruption."""
+    out = tmp_path_factory.mktemp("straight")
+    return out, experiment.run(ONE, tiny_data, out, device="cpu", quiet=True)
+
+
+def test_summary_schema(finished, tiny_data):
+    out, summary = finished
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    for key in ("dataset", "vocab_size", "max_len", "encoder", "feature_layer", "config", "environment",
+                "models", "comparison", "captions", "figures", "seeds", "timing", "metric",
+                "command", "preset", "data", "device"):
+        assert key in summary, key
+    assert summary["command"] == "caption" and summary["preset"] == "smoke"
+    assert summary["data"]["fingerprint"] == load_dataset(tiny_data).fingerprint
+    assert summary["seeds"] == [42, 43]
+    assert summary["encoder"]["grid"] == [2, 2] and summary["feature_layer"]["chosen"] == "blocks"
+    for model in ("no_attention", "attention"):
+        m = summary["models"][model]
+        assert len(m["train_loss"]) == len(m["val_bleu4"]) == 2
+        assert m["train_loss"][1] < m["train_loss"][0]
+        for key in ("test_bleu4", "test_bleu4_best", "cider", "rouge_l", "seconds",
+                    "test_bleu4_mean", "test_bleu4_std", "cider_mean", "cider_std"):
+            assert isinstance(m[key], float), key
+        assert set(m["corpus_bleu"]) == {"bleu1", "bleu2", "bleu3", "bleu4"}
+        assert [s["seed"] for s in m["seeds"]] == [42, 43]
+        assert m["test_bleu4"] == m["seeds"][0]["test_bleu4"]
+        assert m["test_bleu4_mean"] == pytest.approx(sum(s["test_bleu4"] for s in m["seeds"]) / 2)
+    comp = summary["comparison"]
+    assert comp["ci_low"] <= comp["difference"] <= comp["ci_high"] and comp["images"] == 8
+    test_names = {im.name for im in load_dataset(tiny_data).split("test")}
+    assert set(summary["captions"]) == test_names and "219" in test_names
+    assert len(summary["captions"]["219"]["references"]) == 5
+    figures = summary["figures"]
+    paths = [*figures["curves"].values(), figures["captions"], *figures["attention"].values()]
+    assert summary["config"]["show"] == ["219", "540", "357"]
+    assert set(figures["attention"]) == {"219", "540", "357"}
+    for rel in paths:
+        assert not Path(rel).is_absolute() and (out / rel).stat().st_size > 1000
+
+
+def test_result_lives_in_the_run_checkpoint(finished):
+    out, summary = finished
+    folder = run.run_dir(out, "blocks", "attention", 42)
+    state = json.loads((folder / "result.json").read_text())
+    assert state["test_bleu4"] == summary["models"]["attention"]["test_bleu4"]
+    assert {p.name for p in folder.iterdir()} >= {"checkpoint.pt", "best.pt", "model.pt", "result.json"}
+
+
+def test_rerun_reuses_finished_runs(finished, tiny_data, capsys):
+    out, summary = finished
+    checkpoint = run.run_dir(out, "blocks", "attention", 42) / "checkpoint.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    capsys.readouterr()
+    again = experiment.run(SMOKE, tiny_data, out, device="cpu", quiet=True)
+    assert checkpoint.stat().st_mtime_ns == stamp
+    assert "attention seed 43: reusing the finished run" in capsys.readouterr().err
+    assert again["models"]["attention"]["seeds"] == summary["models"]["attention"]["seeds"]
+    assert again["captions"] == summary["captions"]
+
+
+def test_a_changed_setting_is_retrained_and_named(finished, tiny_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(finished[0], out)
+    checkpoint = run.run_dir(out, "blocks", "attention", 42) / "checkpoint.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    capsys.readouterr()
+    other = experiment.run(SMOKE.replace(seeds=1, models=("attention",), attention_act="relu"), tiny_data,
+                           out, device="cpu", quiet=True)
+    log = capsys.readouterr().err
+    assert "attention seed 42:" in log and "trained differently (attention_act 'tanh' -> 'relu')" in log
+    assert checkpoint.stat().st_mtime_ns != stamp
+    assert other["config"]["attention_act"] == "relu"
+
+
+def _interrupt_at(monkeypatch, stop_epoch: int):
+    """Make the run loop raise KeyboardInterrupt when it starts epoch index `stop_epoch`."""
+    real = run.train_one_epoch
+    signature = inspect.signature(real)
+
+    def interrupted(*args, **kwargs):
+        if signature.bind(*args, **kwargs).arguments["epoch"] == stop_epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "train_one_epoch", interrupted)
+
+
+def _same_numbers(a: dict, b: dict) -> None:
+    for model in a["models"]:
+        for key in ("train_loss", "val_bleu4", "test_bleu4", "test_bleu4_best", "cider", "rouge_l",
+                    "corpus_bleu", "best_epoch"):
+            assert a["models"][model][key] == b["models"][model][key], (model, key)
+    assert a["captions"] == b["captions"]
+
+
+def test_resume_continues_exactly(straight, tiny_data, tmp_path, monkeypatch, capsys):
+    _interrupt_at(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(ONE, tiny_data, tmp_path, device="cpu", quiet=True)
+    monkeypatch.undo()
+    capsys.readouterr()
+    resumed = experiment.run(ONE, tiny_data, tmp_path, device="cpu", quiet=True)
+    assert "attention seed 42: resuming" in capsys.readouterr().err
+    _same_numbers(straight[1], resumed)
+
+
+def test_runs_reuse_restarts_an_unfinished_run(straight, tiny_data, tmp_path, monkeypatch, capsys):
+    _interrupt_at(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(ONE, tiny_data, tmp_path, device="cpu", quiet=True)
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(["caption", "--data", str(tiny_data), "--out", str(tmp_path), "--preset", "smoke",
+                 "--epochs", "3", "--seeds", "1", "--models", "attention", "--bootstrap", "100",
+                 "--device", "cpu", "--quiet", "--runs", "reuse"]) == 0
+    log = capsys.readouterr().err
+    assert "attention seed 42:" in log and "is unfinished (epoch 1); training again" in log
+    again = json.loads((tmp_path / "summary.json").read_text())
+    first = again["models"]["attention"]["seeds"][0]
+    assert first["train_loss"] == straight[1]["models"]["attention"]["train_loss"]
+    assert first["test_bleu4"] == straight[1]["models"]["attention"]["test_bleu4"]
+
+
+def test_fresh_retrains_finished_runs_but_keeps_the_features(straight, tiny_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(straight[0], out)
+    checkpoint = run.run_dir(out, "blocks", "attention", 42) / "checkpoint.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    again = experiment.run(ONE, tiny_data, out, device="cpu", quiet=True, policy="fresh")
+    assert checkpoint.stat().st_mtime_ns != stamp
+    assert again["timing"]["features"]["blocks"]["cached"]
+    _same_numbers(straight[1], again)
+
+
+def test_predict_matches_the_runs_captions(finished, tiny_data, capsys):
+    out, summary = finished
+    model = out / "runs/blocks/attention/seed42/model.pt"
+    maps = out / "maps"
+    assert main(["caption", "predict", "--model", str(model), str(tiny_data / "images/219.png"),
+                 "--attention-maps", str(maps), "--device", "cpu"]) == 0
+    path, caption = capsys.readouterr().out.strip().split("\t")
+    assert path.endswith("219.png")
+    assert caption == summary["captions"]["219"]["attention"]
+    assert (maps / "219.png").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["caption", "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("convattn: error: --data") and err.count("\n") == 1
+    assert main(["caption", "predict", "--model", str(tmp_path / "none.pt"), "x.png"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["caption", "--data", str(tmp_path), "--epochs", "0"]) == 2
+    assert capsys.readouterr().err == "convattn: error: --epochs 0: must be at least 1\n"
