@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from convattn.caption.encoders import load_image
 from convattn.data.captions import SPECIALS, Vocabulary
 from convattn.serve import app as app_module
 from convattn.serve.app import create_app
-from convattn.serve.models import generated_tokens
+from convattn.serve.models import generated_tokens, report_models
 from convattn.serve.uploads import MAX_BYTES
 
 STATIC = Path(app_module.__file__).parent / "static"
@@ -46,6 +47,8 @@ def models_by_kind(client) -> dict:
 def test_page_lists_the_models_and_fetches_nothing_from_elsewhere(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    attention = next(m for m in client.get("/api/models").json() if m["attention"])
+    assert f'<option value="{attention["id"]}" selected>' in page.text  # the default
     for m in client.get("/api/models").json():
         assert m["label"] in page.text
     # every local script and stylesheet the page names exists
@@ -60,7 +63,7 @@ def test_page_lists_the_models_and_fetches_nothing_from_elsewhere(client):
 def test_models(client, fake_run):
     models = client.get("/api/models").json()
     assert [m["attention"] for m in models] == [False, True]
-    assert models[0]["label"].startswith("no attention") and models[1]["label"].startswith("attention")
+    assert [m["label"] for m in models] == ["no attention (report, seed 42)", "attention (report, seed 42)"]
     assert models[1]["grid"] == [fake_run.image_size // 32] * 2
     assert models[1]["image_size"] == fake_run.image_size
 
@@ -142,7 +145,7 @@ def test_decompression_bomb(client, bomb):
 
 def test_upload_over_the_limit_is_refused_before_reading_it(client):
     r = post(client, b"\0" * (MAX_BYTES + 100_000))
-    assert r.status_code == 413 and "limit is 20.0 MB" in r.json()["detail"]
+    assert r.status_code == 413 and "limit is 20 MB" in r.json()["detail"]
     assert post(client, png()).status_code == 200
 
 
@@ -233,3 +236,15 @@ def test_one_token_per_attention_map():
     assert generated_tokens(vocab, [4, 3, 5, 2, 0, 0]) == ["a", "<unk>", "river", "<end>"]
     assert vocab.decode([4, 3, 5, 2, 0, 0]) == ["a", "river"]
     assert generated_tokens(vocab, [4, 5, 4]) == ["a", "river", "a"]  # never ended
+
+
+def test_every_decoder_of_the_run_is_offered_after_the_reports_own(report_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(report_dir, run)
+    runs = run / "caption" / "runs"
+    for extra in ("blocks/attention/seed43", "head/no_attention/seed42"):
+        (runs / extra).mkdir(parents=True)
+        shutil.copy(runs / "blocks" / "attention" / "seed42" / "model.pt", runs / extra / "model.pt")
+    labels = [label for label, _ in report_models(run)]
+    assert labels == ["no attention (report, seed 42)", "attention (report, seed 42)",
+                      "attention (seed 43)", "no attention (head features, seed 42)"]

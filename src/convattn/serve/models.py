@@ -83,13 +83,13 @@ def report_models(report_dir: Path) -> list[tuple[str, Path]]:
     for model in names:
         path = runs / layer / model / f"seed{seed}" / "model.pt"
         if path.is_file():
-            found.append((f"{NAMES.get(model, model)} (seed {seed}, as in the report)", path))
+            found.append((f"{NAMES.get(model, model)} (report, seed {seed})", path))
     shown = {p for _, p in found}
     for path in sorted(runs.glob("*/*/seed*/model.pt")):
         if path not in shown:
             layer_, model, seed_ = path.parts[-4:-1]
-            found.append((f"{NAMES.get(model, model)} ({layer_} features, {seed_.replace('seed', 'seed ')})",
-                          path))
+            label = f"seed {seed_[4:]}" if layer_ == layer else f"{layer_} features, seed {seed_[4:]}"
+            found.append((f"{NAMES.get(model, model)} ({label})", path))
     if not found:
         raise UserError(f"--report {report_dir}: no model.pt under {runs}; {NO_REPORT}")
     return found

@@ -31,7 +31,8 @@ class BadImage(ValueError):
 
 
 def megabytes(n: int) -> str:
-    return f"{n / 1024 / 1024:.1f} MB"
+    """20971520 -> "20 MB", 1572864 -> "1.5 MB"."""
+    return f"{n / 1024 / 1024:.1f}".removesuffix(".0") + " MB"
 
 
 def open_upload(data: bytes, name: str = "the file") -> Image.Image:

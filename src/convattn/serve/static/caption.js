@@ -6,7 +6,7 @@ import {api, el, fmt, seconds, showError} from "./common.js";
 import {drawLit} from "./attention.js";
 
 const VIEW = 512;    // the large canvas fits in VIEW x VIEW pixels
-const THUMB = 110;   // the per-word thumbnails
+const THUMB = 96;    // the per-word thumbnails
 
 const $ = (id) => document.getElementById(id);
 const state = {file: null, image: null, result: null, word: 0, request: 0, refs: null};
