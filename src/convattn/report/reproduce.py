@@ -5,8 +5,9 @@ Layout of --out (default report/):
   report.md, report.html  rendered from results.json alone (--render-only rebuilds them)
   theory/ classify/ caption/   each stage's own outputs, figures and checkpoints
 
-Re-running reuses what is finished (the stages resume their own runs and reuse cached
-features) unless --fresh. A stage that fails is recorded with its error and the others
+Re-running follows the run store's policy (common/runs.py, the same --runs/--resume/--fresh
+flags as classify and caption): by default finished runs are reused, unfinished ones
+continue from their last epoch, and cached features are reused. A stage that fails is recorded with its error and the others
 still run; results.json is rewritten after every stage, so an interruption loses nothing.
 """
 
@@ -18,13 +19,21 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+from convattn.caption import experiment
+from convattn.caption.presets import PRESETS as CAPTION_PRESETS
+from convattn.classify import sweep
+from convattn.classify.presets import PRESETS as CLASSIFY_PRESETS
 from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.common.progress import log
+from convattn.common.runs import add_policy_flags
 from convattn.common.runtime import choose_device, environment
+from convattn.report import templating
 from convattn.report.render import write_report
+from convattn.theory.answer import answer
 
-PRESETS = ("homework", "fast", "smoke")
+# a preset names one recipe per stage: the presets both stages define
+PRESETS = tuple(p for p in CLASSIFY_PRESETS if p in CAPTION_PRESETS)
 DEFAULT_SYDNEY = Path("data/sydney-captions")
 
 
@@ -49,9 +58,6 @@ def find_sydney(flag: str | None) -> tuple[Path | None, str]:
 
 
 def _theory_stage(args, out: Path) -> dict:
-    from convattn.report import templating
-    from convattn.theory.answer import answer
-
     result = answer()
     io.write_text(out / "theory.md", templating.render("theory.md.j2", result=result))
     io.write_json(out / "theory.json", result)
@@ -59,20 +65,14 @@ def _theory_stage(args, out: Path) -> dict:
 
 
 def _classify_stage(args, out: Path) -> dict:
-    from convattn.classify import train
-    from convattn.classify.presets import PRESETS as CLASSIFY_PRESETS
-
-    summary = train.run(CLASSIFY_PRESETS[args.preset], out, data_dir=args.data, device=args.device,
-                        quiet=args.quiet, fresh=args.fresh)
+    summary = sweep.run(CLASSIFY_PRESETS[args.preset], out, data_dir=args.data, device=args.device,
+                        quiet=args.quiet, policy=args.runs)
     return {"summary": summary}
 
 
 def _caption_stage(args, out: Path) -> dict:
-    from convattn.caption import train
-    from convattn.caption.presets import PRESETS as CAPTION_PRESETS
-
-    summary = train.run(CAPTION_PRESETS[args.preset], args.sydney_dir, out, device=args.device,
-                        quiet=args.quiet, fresh=args.fresh)
+    summary = experiment.run(CAPTION_PRESETS[args.preset], args.sydney_dir, out, device=args.device,
+                             quiet=args.quiet, policy=args.runs)
     return {"summary": summary}
 
 
@@ -137,7 +137,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce", help="run the whole study and write report.md, report.html, results.json",
         description="Run theory, classify and caption with one preset and write the study's "
-                    "report. Finished stages and runs are reused unless --fresh.")
+                    "report. Finished runs are reused and unfinished ones continued "
+                    "unless --runs says otherwise.")
     parser.add_argument("--preset", choices=PRESETS, default="homework",
                         help="homework: the study's protocol; fast: better recipes in a few "
                              "minutes; smoke: tiny, for checks (default: homework)")
@@ -147,7 +148,7 @@ def register(subparsers) -> None:
     parser.add_argument("--data", default=None,
                         help="Fashion-MNIST folder (default: the Debian package's, else the download cache)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--fresh", action="store_true", help="recompute everything instead of reusing finished runs")
     parser.add_argument("--render-only", action="store_true", help="rebuild the report from results.json without training")
     parser.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
+    add_policy_flags(parser)
     parser.set_defaults(func=reproduce)
