@@ -143,6 +143,12 @@ class ModelStore:
     def info(self) -> list[dict]:
         return [m.info() for m in self.models.values()]
 
+    def clock(self) -> float:
+        """perf_counter once the device has finished its queued work (CUDA runs async)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def get(self, model_id: str) -> CaptionModel:
         if model_id not in self.models:
             raise KeyError(f"no model {model_id!r}; this server has "
@@ -164,14 +170,13 @@ class ModelStore:
             f = model.encoder(x)                                             # [1, C, H', W']
             grid = tuple(f.shape[2:])
             features = f.flatten(2).transpose(1, 2).float().contiguous()     # [1, R, C]
-            encoded = time.perf_counter()
+            encoded = self.clock()
             if beam <= 1:
                 ids, alphas = greedy(model.decoder, features, model.steps)
-                hyps = [{"ids": ids[0], "alphas": None if alphas is None else alphas[0],
-                         "score": None, "ended": bool((ids[0] == END_ID).any())}]
+                hyps = [{"ids": ids[0], "alphas": None if alphas is None else alphas[0]}]
             else:
                 hyps = beam_search_all(model.decoder, features, model.steps, beam)[0]
-            decoded = time.perf_counter()
+            decoded = self.clock()
         best = hyps[0]
         words = model.vocab.decode(best["ids"].tolist())
         shown = generated_tokens(model.vocab, best["ids"].tolist())
