@@ -16,7 +16,8 @@
   references.
 - `meteor`: pycocoevalcap's METEOR 1.5 (Java); only when `java` is on PATH.
 The pycocoevalcap scorers get pre-tokenised, lower-cased, space-joined strings; its Java
-PTB tokenizer is not used.
+PTB tokenizer is not used. nltk is imported inside the two BLEU functions: its import takes
+over a second on a 2-core machine, paid only where BLEU is computed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import shutil
 import warnings
 
 import numpy as np
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
 
 
 def bleu4_per_image(references: list[list[list[str]]], hypotheses: list[list[str]]) -> list[float]:
@@ -62,15 +66,11 @@ def _coco_inputs(references, hypotheses):
 
 
 def rouge_l(references, hypotheses) -> float:
-    from pycocoevalcap.rouge.rouge import Rouge
-
     score, _ = Rouge().compute_score(*_coco_inputs(references, hypotheses))
     return float(score)
 
 
 def cider(references, hypotheses) -> float:
-    from pycocoevalcap.cider.cider import Cider
-
     score, _ = Cider().compute_score(*_coco_inputs(references, hypotheses))
     return float(score)
 
@@ -80,8 +80,6 @@ def meteor(references, hypotheses) -> float | None:
     if shutil.which("java") is None:
         return None
     try:
-        from pycocoevalcap.meteor.meteor import Meteor
-
         scorer = Meteor()
         try:
             score, _ = scorer.compute_score(*_coco_inputs(references, hypotheses))
