@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default="runs/caption", help="output folder (default: runs/caption)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="homework",
                         help="protocol whose values the flags below override (default: homework)")
-    add_flags(parser, CaptionConfig, PRESETS, "training and evaluation (each preset's value in brackets)",
+    add_flags(parser, CaptionConfig, PRESETS, "training and evaluation (each help ends with every preset's value)",
               skip=("preset",))
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     add_policy_flags(parser)
