@@ -100,8 +100,8 @@ def test_a_changed_setting_is_retrained_and_named(finished, tiny_data, tmp_path,
     assert other["config"]["attention_act"] == "relu"
 
 
-def _interrupt_at(monkeypatch, stop_epoch: int):
-    """Make the run loop raise KeyboardInterrupt when it starts epoch index `stop_epoch`."""
+def _interrupted_run(tiny_data, out, monkeypatch, stop_epoch: int) -> None:
+    """Run ONE into `out`, stopped by a KeyboardInterrupt as epoch index `stop_epoch` starts."""
     real = run.train_one_epoch
     signature = inspect.signature(real)
 
@@ -110,7 +110,10 @@ def _interrupt_at(monkeypatch, stop_epoch: int):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run, "train_one_epoch", interrupted)
+    with monkeypatch.context() as patch:
+        patch.setattr(run, "train_one_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            experiment.run(ONE, tiny_data, out, device="cpu", quiet=True)
 
 
 def _same_numbers(a: dict, b: dict) -> None:
@@ -122,10 +125,7 @@ def _same_numbers(a: dict, b: dict) -> None:
 
 
 def test_resume_continues_exactly(straight, tiny_data, tmp_path, monkeypatch, capsys):
-    _interrupt_at(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        experiment.run(ONE, tiny_data, tmp_path, device="cpu", quiet=True)
-    monkeypatch.undo()
+    _interrupted_run(tiny_data, tmp_path, monkeypatch, 2)
     capsys.readouterr()
     resumed = experiment.run(ONE, tiny_data, tmp_path, device="cpu", quiet=True)
     assert "attention seed 42: resuming" in capsys.readouterr().err
@@ -133,10 +133,7 @@ def test_resume_continues_exactly(straight, tiny_data, tmp_path, monkeypatch, ca
 
 
 def test_runs_reuse_restarts_an_unfinished_run(straight, tiny_data, tmp_path, monkeypatch, capsys):
-    _interrupt_at(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        experiment.run(ONE, tiny_data, tmp_path, device="cpu", quiet=True)
-    monkeypatch.undo()
+    _interrupted_run(tiny_data, tmp_path, monkeypatch, 1)
     capsys.readouterr()
     assert main(["caption", "--data", str(tiny_data), "--out", str(tmp_path), "--preset", "smoke",
                  "--epochs", "3", "--seeds", "1", "--models", "attention", "--bootstrap", "100",
