@@ -10,6 +10,7 @@ import pytest
 from convattn.caption import experiment, run
 from convattn.caption.presets import PRESETS
 from convattn.cli import main
+from convattn.common import io
 from convattn.data.captions import load_dataset
 
 SMOKE = PRESETS["smoke"].replace(epochs=2, seeds=2, bootstrap=100)
@@ -69,8 +70,10 @@ def test_summary_schema(finished, tiny_data):
 def test_result_lives_in_the_run_checkpoint(finished):
     out, summary = finished
     folder = run.run_dir(out, "blocks", "attention", 42)
-    state = json.loads((folder / "result.json").read_text())
-    assert state["test_bleu4"] == summary["models"]["attention"]["test_bleu4"]
+    state = io.load_checkpoint(folder / "checkpoint.pt")
+    assert state["status"] == "finished" and state["epoch"] == 2
+    assert state["result"]["test_bleu4"] == summary["models"]["attention"]["test_bleu4"]
+    assert state["result"]["captions"] == json.loads((folder / "result.json").read_text())["captions"]
     assert {p.name for p in folder.iterdir()} >= {"checkpoint.pt", "best.pt", "model.pt", "result.json"}
 
 
