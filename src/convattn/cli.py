@@ -1,8 +1,11 @@
-"""The one entry point: `convattn theory | classify | caption | reproduce | download`.
+"""The one entry point: `convattn theory | classify | caption | reproduce | download | serve`.
 
 Each subcommand lives in its own module, which exposes `register(subparsers)`; that adds
-its parser and sets `func(args) -> int`. Errors meant for people (UserError) print one
-line and exit 2; `--debug` shows the traceback instead.
+its parser and sets `func(args) -> int`. Only the module of the subcommand being run is
+imported (the others would load torch, matplotlib and the web stack for nothing); the
+others get a bare parser with their one-line help, which is all `convattn --help` shows.
+Errors meant for people (UserError) print one line and exit 2; `--debug` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -14,18 +17,25 @@ import sys
 from convattn import __version__
 from convattn.common.errors import UserError
 
-# module paths of the registered subcommands, in the order --help lists them
-SUBCOMMANDS = [
-    "convattn.theory.cli",
-    "convattn.classify.cli",
-    "convattn.caption.cli",
-    "convattn.report.reproduce",
-    "convattn.data.download",
-    "convattn.serve.cli",
-]
+# name -> (module exposing register(), one-line help), in the order --help lists them
+SUBCOMMANDS = {
+    "theory": ("convattn.theory.cli",
+               "Q1 and Q2.1: parameter counts, self-attention algebra, equivariance"),
+    "classify": ("convattn.classify.cli",
+                 "Q2: Fashion-MNIST CNN, learning-rate sweep, curves and kernels"),
+    "caption": ("convattn.caption.cli",
+                "Q3: remote-sensing image captioning (LSTM decoders, with/without attention)"),
+    "reproduce": ("convattn.report.reproduce",
+                  "run the whole study and write report.md, report.html, results.json"),
+    "download": ("convattn.data.download",
+                 "download a dataset into the cache, verified by SHA-256"),
+    "serve": ("convattn.serve.cli",
+              "a local web page: caption images, explore the test set, read the report"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] = ()) -> argparse.ArgumentParser:
+    """The parser for `argv`: the chosen subcommand in full, the others by name and help."""
     parser = argparse.ArgumentParser(
         prog="convattn",
         description="CNNs and attention, reproduced: theory, Fashion-MNIST classification, "
@@ -34,14 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"convattn {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
-        importlib.import_module(name).register(subparsers)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_) in SUBCOMMANDS.items():
+        if name == chosen:
+            importlib.import_module(module).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -53,6 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("convattn: interrupted; finished work is saved, rerun with --resume to continue",
+        print("convattn: interrupted; finished work is saved, run the same command again to continue",
               file=sys.stderr)
         return 130

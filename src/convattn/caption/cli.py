@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 
 from convattn.caption.encoders import DEFAULT_LAYER, ENCODER_LAYERS
+from convattn.caption.experiment import run
+from convattn.caption.predict import predict
 from convattn.caption.presets import PRESETS, CaptionConfig
 from convattn.common.config import add_flags, from_args
 from convattn.common.errors import UserError
@@ -62,10 +64,6 @@ def config_from_args(args) -> CaptionConfig:
 
 
 def _train(args) -> int:
-    # the parser is built for every convattn command; the training stack (matplotlib, nltk,
-    # the encoders) is loaded only when a caption run starts
-    from convattn.caption.experiment import run
-
     if not args.data:
         raise UserError("caption: --data DIR is required (a folder with dataset.json and images/); "
                         "see `convattn caption --help`")
@@ -94,8 +92,6 @@ def format_table(summary: dict) -> str:
 
 
 def _predict(args) -> int:
-    from convattn.caption.predict import predict  # see _train
-
     # `or 1`: the training parser's --beam (default None) shares this attribute
     for path, caption in predict(args.model, args.images, choose_device(args.device), beam=args.beam or 1,
                                  attention_maps=args.attention_maps):
