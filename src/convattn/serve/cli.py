@@ -14,9 +14,11 @@ from convattn.common.progress import log
 from convattn.common.runtime import choose_device
 
 DEFAULT_REPORT = "report"
-# captions computed at once per CPU core (bench/serve_load.py, 2 cores shared with other jobs:
-# 8 at once gave 11-12 captions/s, 2 at once 6.3, 1 on two threads 6.8-8.6)
-PARALLEL_PER_CORE = 4
+# captions computed at once per CPU core, one torch thread each. bench/serve_load.py on 2
+# cores, 500x500 images: 2 at once 8.9 captions/s, 8 at once 7.7, 1 at once 3.4 while the
+# machine was quiet; under heavy load from other jobs, 8 at once won only by taking a
+# bigger share of the CPU from them
+PARALLEL_PER_CORE = 1
 
 
 def register(subparsers) -> None:
@@ -37,9 +39,8 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads per caption (default: 1; requests run in parallel)")
     parser.add_argument("--parallel", type=int, default=None,
-                        help="captions computed at once, each on --threads threads (default: 4 per "
-                             "CPU core; on a 2-core machine shared with other work, 8 served 1.8x "
-                             "the captions/s of 2)")
+                        help="captions computed at once, each on --threads threads (default: "
+                             "the number of CPU cores)")
     parser.set_defaults(func=_serve)
 
 
