@@ -95,3 +95,44 @@ def test_gradients_reach_every_parameter():
     logits, _ = dec(torch.randn(B, R, C), captions())
     logits.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in dec.parameters())
+
+
+def test_remedies_off_are_the_studys_decoder():
+    """Every new option at its default builds the same parameters and computes the same
+    outputs as the decoder built without naming them."""
+    plain, explicit = make(DecoderWithAttention), make(DecoderWithAttention, feature_norm="none", sentinel=False)
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in explicit.named_parameters()]
+    features = torch.randn(B, R, C)
+    torch.testing.assert_close(plain(features, captions())[0], explicit(features, captions())[0], rtol=0, atol=0)
+
+
+def test_sentinel_takes_weight_off_the_image():
+    dec = make(DecoderWithAttention, sentinel=True)
+    # a different sentinel so that it gets a non-trivial share
+    with torch.no_grad():
+        dec.attention.sentinel.normal_()
+    _, alphas = dec(torch.randn(B, R, C), captions())
+    assert alphas.shape == (B, T - 1, R)       # still over the image regions only
+    on_image = alphas.sum(-1)
+    assert (on_image < 1).all() and (on_image > 0).all()
+    memory = dec.prepare(torch.randn(B, R, C))
+    assert memory["projected"].shape == (B, R + 1, dec.attention_dim)
+
+
+@pytest.mark.parametrize("how", ["l2", "layernorm"])
+def test_feature_norm_equalises_region_norms(how):
+    dec = make(DecoderWithAttention, feature_norm=how)
+    features = torch.randn(B, R, C) * torch.linspace(0.1, 10, R)[None, :, None]
+    norms = dec.prepare(features)["features"].norm(dim=-1)
+    torch.testing.assert_close(norms, torch.full_like(norms, C ** 0.5), rtol=1e-3, atol=1e-3)
+
+
+def test_attention_penalty_leaves_padding_out():
+    from convattn.caption.loop import attention_penalty
+
+    alphas = torch.zeros(1, 3, 2)
+    alphas[0, :, 0] = 1.0                      # every step on region 0
+    mask = torch.tensor([[True, False, False]])  # one real step, two padding steps
+    # region 0 received 1 (penalty 0), region 1 received 0 (penalty 1): mean 0.5
+    assert attention_penalty(alphas, mask).item() == pytest.approx(0.5)
+    assert attention_penalty(alphas, torch.ones(1, 3, dtype=torch.bool)).item() == pytest.approx((4 + 1) / 2)

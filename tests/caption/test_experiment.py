@@ -67,6 +67,37 @@ def test_summary_schema(finished, tiny_data):
         assert not Path(rel).is_absolute() and (out / rel).stat().st_size > 1000
 
 
+# seed 42's training losses and CIDEr-D of SMOKE on the tiny data, from the code before the
+# opt-in attention remedies and the coco/border summary keys were added: the default
+# computation must not move
+BEFORE = {"no_attention": ([2.8898857769213224, 2.4556265379253186], 1.3001486276779177),
+          "attention": ([2.8690922762218274, 2.4914542499341463], 1.029478986827069)}
+
+
+def test_default_config_computes_what_it_did_before(finished):
+    _, summary = finished
+    for model, (losses, cider) in BEFORE.items():
+        first = summary["models"][model]["seeds"][0]
+        assert first["seed"] == 42
+        assert first["train_loss"] == pytest.approx(losses, rel=1e-6)
+        assert first["cider"] == pytest.approx(cider, rel=1e-6)
+
+
+def test_coco_and_border_keys(finished):
+    _, summary = finished
+    for model in ("no_attention", "attention"):
+        m = summary["models"][model]
+        assert set(m["coco"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "cider", "rouge_l", "meteor"}
+        assert set(m["coco"]["bleu4"]) == {"mean", "std"}
+        assert m["coco"]["cider"]["mean"] == pytest.approx(m["cider_mean"])
+        assert all(set(s["coco"]) == set(m["coco"]) for s in m["seeds"])
+    att = summary["models"]["attention"]
+    # a 2x2 grid is all border
+    assert att["border_area_share"] == 1.0 and att["border_mass"] == pytest.approx(1.0)
+    assert att["border_ratio"] == pytest.approx(1.0) and "border_mass" in att["seeds"][0]
+    assert "border_mass" not in summary["models"]["no_attention"]
+
+
 def test_result_lives_in_the_run_checkpoint(finished):
     out, summary = finished
     folder = run.run_dir(out, "blocks", "attention", 42)

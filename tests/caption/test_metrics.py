@@ -73,3 +73,40 @@ def test_paired_bootstrap():
 def test_mean_std_uses_sample_std():
     assert metrics.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
     assert metrics.mean_std([0.5]) == (0.5, 0.0)
+
+
+def test_border_mass_on_hand_made_attention():
+    grid = (16, 16)
+    assert metrics.outer_ring(grid).sum() == 60
+    corner = np.zeros((3, 256))
+    corner[:, 0] = 1.0                               # every word on the top-left region
+    out = metrics.border_mass([corner], grid)
+    assert out["border_mass"] == pytest.approx(1.0) and out["tokens"] == 3
+    assert out["border_area_share"] == pytest.approx(60 / 256)
+    assert out["border_ratio"] == pytest.approx(256 / 60)
+    uniform = np.full((4, 256), 1 / 256)
+    assert metrics.border_mass([uniform], grid)["border_mass"] == pytest.approx(60 / 256)
+    centre = np.zeros((1, 256))
+    centre[0, 8 * 16 + 8] = 1.0
+    # averaged over all words of all captions: 3 words on the corner, 1 in the centre
+    assert metrics.border_mass([corner, centre], grid)["border_mass"] == pytest.approx(0.75)
+    assert metrics.border_mass([corner], grid)["sentinel_weight"] == pytest.approx(0.0)
+
+
+def test_border_mass_leaves_the_sentinel_out():
+    # half the weight on the sentinel, the other half split between a corner and the centre
+    alpha = np.zeros((1, 9))
+    alpha[0, 0], alpha[0, 4] = 0.25, 0.25            # 3x3 grid: region 4 is the only inner one
+    out = metrics.border_mass([alpha], (3, 3))
+    assert out["border_mass"] == pytest.approx(0.5) and out["sentinel_weight"] == pytest.approx(0.5)
+    assert out["border_area_share"] == pytest.approx(8 / 9)
+
+
+def test_coco_metrics():
+    refs = [[REF, "a cat sits on the mat".split()], [["a", "dog", "runs"]]]
+    perfect = metrics.coco(refs, [REF, ["a", "dog", "runs"]], meteor_score=None)
+    assert set(perfect) == {"bleu1", "bleu2", "bleu3", "bleu4", "cider", "rouge_l", "meteor"}
+    assert perfect["bleu1"] == pytest.approx(1.0) and perfect["rouge_l"] == pytest.approx(1.0)
+    assert perfect["meteor"] is None
+    worse = metrics.coco_bleu(refs, ["the cat is on a rug".split(), ["a", "dog"]])
+    assert 0 < worse["bleu4"] < worse["bleu3"] < worse["bleu2"] < worse["bleu1"] < 1

@@ -8,6 +8,13 @@ Both decoders start from h0 = W_h0 mean_i(f_i), c0 = W_c0 mean_i(f_i). At every 
 LSTM cell reads the current word's embedding (and, with attention, the context vector); the
 new h goes through dropout and a linear layer to vocabulary scores.
 
+Opt-in changes (each off by default, so the study's decoders are computed exactly as before):
+`feature_norm` rescales every region feature before the decoder reads it (l2: to norm
+sqrt(C); layernorm: zero mean and unit variance over channels), and `sentinel` adds a
+learned "visual sentinel" (Lu et al., "Knowing When to Look", CVPR 2017) the attention can
+choose instead of any image region. With a sentinel the alpha a step returns is still over
+the R image regions, but sums to 1 - beta, beta being the sentinel's weight.
+
 Speed: the attention score e_i = w^T act(W_f f_i + W_h h) needs W_f f_i for every region
 at every step, but W_f f does not depend on the step: `Attention.project` computes it once
 per batch and every step reuses it (recomputing it per step was 10x slower on CPU).
@@ -19,33 +26,57 @@ import torch
 from torch import nn
 
 ACTIVATIONS = {"tanh": (torch.tanh, torch.tanh_), "relu": (torch.relu, torch.relu_)}
+FEATURE_NORMS = ("none", "l2", "layernorm")
+
+
+def normalise_features(features: torch.Tensor, how: str) -> torch.Tensor:
+    """features [B, R, C] -> [B, R, C], each region rescaled on its own (see the module doc).
+    "none" returns the tensor itself."""
+    if how == "l2":
+        return features * (features.shape[-1] ** 0.5 / features.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+    if how == "layernorm":
+        return nn.functional.layer_norm(features, features.shape[-1:])
+    return features
 
 
 class Attention(nn.Module):
     """Additive (Bahdanau / Show-Attend-Tell) attention over regions:
     e_i = w^T act(W_f f_i + W_h h), alpha = softmax_i(e), context = sum_i alpha_i f_i."""
 
-    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int = 100, act: str = "tanh"):
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int = 100, act: str = "tanh",
+                 sentinel: bool = False):
         super().__init__()
         self.feature_proj = nn.Linear(feature_dim, attention_dim)  # W_f
         self.hidden_proj = nn.Linear(hidden_dim, attention_dim)    # W_h
         self.score = nn.Linear(attention_dim, 1)                   # w
         self.act_name = act
         self.act, self.act_ = ACTIVATIONS[act]  # the function and its in-place form
+        # created last and only when asked for: the other parameters' random init is unchanged
+        self.sentinel = nn.Parameter(torch.zeros(feature_dim)) if sentinel else None  # s [C]
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
-        """features [B, R, C] -> W_f f [B, R, A]; once per batch, not per step."""
-        return self.feature_proj(features)
+        """features [B, R, C] -> W_f f [B, R, A]; once per batch, not per step. With a
+        sentinel, its projection W_f s is appended as region R: [B, R + 1, A]."""
+        projected = self.feature_proj(features)
+        if self.sentinel is None:
+            return projected
+        slot = self.feature_proj(self.sentinel).expand(features.shape[0], 1, -1)  # [B, 1, A]
+        return torch.cat([projected, slot], dim=1)
 
     def forward(self, features: torch.Tensor, projected: torch.Tensor,
                 h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features [B, R, C], projected = project(features) [B, R, A], h [B, H]
-        -> context [B, C], alpha [B, R] (sums to 1 over regions)."""
+        """features [B, R, C], projected = project(features) [B, R, A] ([B, R + 1, A] with
+        a sentinel), h [B, H] -> context [B, C], alpha [B, R] (sums to 1 over regions; with a
+        sentinel to 1 - beta, beta its weight, and context = sum_i alpha_i f_i + beta s)."""
         pre = projected + self.hidden_proj(h)[:, None, :]                                 # [B, R, A]
         # decoding (no autograd): the activation in place, one [B, R, A] pass less per step
         act = self.act(pre) if torch.is_grad_enabled() else self.act_(pre)
         e = self.score(act).squeeze(-1)                                                   # [B, R]
         alpha = e.softmax(dim=-1)
+        if self.sentinel is not None:  # softmax over R + 1 slots; the last one is the sentinel
+            alpha, beta = alpha[:, :-1], alpha[:, -1:]                                    # [B, R], [B, 1]
+            context = torch.bmm(alpha[:, None, :], features).squeeze(1) + beta * self.sentinel
+            return context, alpha
         context = torch.bmm(alpha[:, None, :], features).squeeze(1)                      # [B, C]
         return context, alpha
 
@@ -56,9 +87,10 @@ class DecoderWithoutAttention(nn.Module):
     uses_attention = False
 
     def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 100,
-                 hidden_dim: int = 256, dropout: float = 0.5):
+                 hidden_dim: int = 256, dropout: float = 0.5, feature_norm: str = "none"):
         super().__init__()
         self.vocab_size, self.feature_dim = vocab_size, feature_dim
+        self.feature_norm = feature_norm
         self.embed_dim, self.hidden_dim = embed_dim, hidden_dim
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.init_h = nn.Linear(feature_dim, hidden_dim)
@@ -72,8 +104,8 @@ class DecoderWithoutAttention(nn.Module):
 
     def prepare(self, features: torch.Tensor) -> dict:
         """features [B, R, C] -> the per-image tensors every step needs (batch first, so
-        beam search can index them): here just the features."""
-        return {"features": features}
+        beam search can index them): here just the (normalised) features."""
+        return {"features": normalise_features(features, self.feature_norm)}
 
     def init_state(self, memory: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (h0, c0), each [B, H], linear in the mean region feature."""
@@ -119,16 +151,17 @@ class DecoderWithAttention(DecoderWithoutAttention):
 
     def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 100,
                  hidden_dim: int = 256, dropout: float = 0.5, attention_dim: int = 100,
-                 attention_act: str = "tanh"):
+                 attention_act: str = "tanh", feature_norm: str = "none", sentinel: bool = False):
         self.attention_dim = attention_dim
-        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, dropout)
-        self.attention = Attention(feature_dim, hidden_dim, attention_dim, attention_act)
+        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, dropout, feature_norm)
+        self.attention = Attention(feature_dim, hidden_dim, attention_dim, attention_act, sentinel)
 
     def _lstm_input_dim(self) -> int:
         return self.embed_dim + self.feature_dim
 
     def prepare(self, features: torch.Tensor) -> dict:
-        """features [B, R, C] -> {features, projected: W_f f [B, R, A]}."""
+        """features [B, R, C] -> {features, projected: W_f f [B, R, A] (R + 1 with a sentinel)}."""
+        features = normalise_features(features, self.feature_norm)
         return {"features": features, "projected": self.attention.project(features)}
 
     def _lstm_input(self, embedded: torch.Tensor, memory: dict, h: torch.Tensor):
@@ -143,9 +176,11 @@ MODELS = {"no_attention": DecoderWithoutAttention, "attention": DecoderWithAtten
 
 
 def build_decoder(model: str, vocab_size: int, feature_dim: int, config) -> DecoderWithoutAttention:
-    """`config` has embed_dim, hidden_dim, dropout, attention_dim, attention_act."""
+    """`config` has embed_dim, hidden_dim, dropout, feature_norm, attention_dim, attention_act
+    and sentinel."""
     kwargs = dict(vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=config.embed_dim,
-                  hidden_dim=config.hidden_dim, dropout=config.dropout)
+                  hidden_dim=config.hidden_dim, dropout=config.dropout, feature_norm=config.feature_norm)
     if model == "attention":
-        kwargs.update(attention_dim=config.attention_dim, attention_act=config.attention_act)
+        kwargs.update(attention_dim=config.attention_dim, attention_act=config.attention_act,
+                      sentinel=config.sentinel)
     return MODELS[model](**kwargs)

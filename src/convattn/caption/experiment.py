@@ -41,6 +41,8 @@ LAYER_NOTES = {
 
 SCALARS = ("test_bleu4", "test_bleu4_best", "best_val_bleu4", "final_val_bleu4", "cider",
            "rouge_l", "meteor", "bleu1", "bleu2", "bleu3", "corpus_bleu4", "seconds")
+COCO = ("bleu1", "bleu2", "bleu3", "bleu4", "cider", "rouge_l", "meteor")
+BORDER = ("border_mass", "border_area_share", "border_ratio", "sentinel_weight")
 
 
 def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool = False,
@@ -177,11 +179,22 @@ def summarise_model(results: list[dict]) -> dict:
                                  "corpus_bleu", "cider", "rouge_l", "meteor", "seconds")}
     out["seed"] = first["seed"]
     out["seeds"] = [{"seed": r["seed"], **_flat(r), "train_loss": r["train_loss"],
-                     "val_bleu4": r["val_bleu4"]} for r in results]
+                     "val_bleu4": r["val_bleu4"], "coco": r["coco"],
+                     **{k: r[k] for k in BORDER if k in r}} for r in results]
     for name in SCALARS:
         mean, std = metrics.mean_std([_flat(r)[name] for r in results])
         out[f"{name}_mean"], out[f"{name}_std"] = mean, std
     out["seconds_total"] = sum(r["seconds"] for r in results)
+    # the coco-caption metrics papers report, {mean, std} over seeds
+    out["coco"] = {}
+    for name in COCO:
+        mean, std = metrics.mean_std([r["coco"][name] for r in results])
+        out["coco"][name] = {"mean": mean, "std": std}
+    if "border_mass" in first:  # attention decoders: outer-ring attention, mean over seeds
+        out["border_mass"], out["border_mass_std"] = metrics.mean_std([r["border_mass"] for r in results])
+        out["border_area_share"] = first["border_area_share"]
+        out["border_ratio"] = out["border_mass"] / out["border_area_share"]
+        out["sentinel_weight"], _ = metrics.mean_std([r["sentinel_weight"] for r in results])
     return out
 
 

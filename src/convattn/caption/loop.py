@@ -1,7 +1,8 @@
 """The training loop and free-running captioning of a split (the study's protocol).
 
 Training is teacher forcing with cross-entropy over non-<pad> targets, Adam, and every
-gradient entry clamped to +-grad_clip. Captions for validation and test are decoded free
+gradient entry clamped to +-grad_clip. With `attention_reg` > 0 the loss adds Show-Attend-
+Tell's doubly stochastic regularisation (see `attention_penalty`). Captions for validation and test are decoded free
 running (greedy or beam), batched over images, never teacher forced.
 """
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from convattn.caption.data import Data
 from convattn.caption.decode import decode
 from convattn.common.progress import progress
-from convattn.data.captions import PAD_ID, CaptionImage
+from convattn.data.captions import END_ID, PAD_ID, CaptionImage
 
 
 def train_one_epoch(decoder, optimizer, data: Data, config, epoch: int, seed: int,
@@ -32,9 +33,11 @@ def train_one_epoch(decoder, optimizer, data: Data, config, epoch: int, seed: in
         captions = data.train_captions[batch]                        # [B, max_len]
         length = int((captions != PAD_ID).sum(1).max())
         captions = captions[:, :length]                              # no steps over pure padding
-        logits, _ = decoder(data.region_features(data.train_images[batch]), captions)  # [B, T-1, V]
+        logits, alphas = decoder(data.region_features(data.train_images[batch]), captions)  # [B, T-1, V]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), captions[:, 1:].reshape(-1),
                                ignore_index=PAD_ID)
+        if config.attention_reg > 0 and alphas is not None:  # off: the study's loss, untouched
+            loss = loss + config.attention_reg * attention_penalty(alphas, captions[:, 1:] != PAD_ID)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_value_(decoder.parameters(), config.grad_clip)
@@ -45,15 +48,29 @@ def train_one_epoch(decoder, optimizer, data: Data, config, epoch: int, seed: in
     return float(np.mean(losses))
 
 
+def attention_penalty(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Show-Attend-Tell's doubly stochastic regularisation: alphas [B, T-1, R], mask [B, T-1]
+    (True where the step predicts a real token, <end> included) -> the mean over images and
+    regions of (1 - sum_t alpha_ti)^2, padding steps left out of the sum. It pushes every
+    region to receive about one word's worth of attention over the caption."""
+    received = (alphas * mask[:, :, None]).sum(dim=1)   # [B, R]
+    return ((1.0 - received) ** 2).mean()
+
+
 def caption_split(decoder, data: Data, split: str, max_steps: int, beam: int = 1,
-                  batch_size: int = 256) -> list[list[str]]:
-    """Free-running captions (word lists) for every image of a split, decoded in batches."""
+                  batch_size: int = 256, with_alphas: bool = False):
+    """Free-running captions (word lists) for every image of a split, decoded in batches.
+    with_alphas: -> (captions, per image the attention [S, R] of its S = words + 1 generated
+    tokens, <end> included; None without attention)."""
     images = data.splits[split]
-    words = []
+    words, weights = [], []
     for lo in range(0, len(images), batch_size):
-        ids, _ = decode(decoder, data.image_features(images[lo:lo + batch_size]), max_steps, beam)
-        words += [data.vocab.decode(row) for row in ids.tolist()]
-    return words
+        ids, alphas = decode(decoder, data.image_features(images[lo:lo + batch_size]), max_steps, beam)
+        for i, row in enumerate(ids.tolist()):
+            words.append(data.vocab.decode(row))
+            steps = row.index(END_ID) + 1 if END_ID in row else len(row)  # tokens up to <end>
+            weights.append(None if alphas is None else alphas[i, :steps].cpu().numpy())
+    return (words, weights) if with_alphas else words
 
 
 def caption_images(decoder, data: Data, images: list[CaptionImage], max_steps: int,

@@ -15,6 +15,11 @@
   clipping and a Gaussian length penalty, x10), idf computed over the evaluated images'
   references.
 - `meteor`: pycocoevalcap's METEOR 1.5 (Java); only when `java` is on PATH.
+- `coco_bleu`: pycocoevalcap's BLEU-1..4 (corpus level, "closest" reference length), the
+  BLEU that captioning papers report; with `cider`, `rouge_l` and `meteor` it makes the
+  paper-comparable set (`coco`).
+- `border_mass`: where an attention decoder looks: the share of its attention on the outer
+  ring of the region grid, per generated word, against the ring's share of the area.
 The pycocoevalcap scorers get pre-tokenised, lower-cased, space-joined strings; its Java
 PTB tokenizer is not used. nltk is imported inside the two BLEU functions: its import takes
 over a second on a 2-core machine, paid only where BLEU is computed.
@@ -27,6 +32,7 @@ import shutil
 import warnings
 
 import numpy as np
+from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
@@ -73,6 +79,48 @@ def rouge_l(references, hypotheses) -> float:
 def cider(references, hypotheses) -> float:
     score, _ = Cider().compute_score(*_coco_inputs(references, hypotheses))
     return float(score)
+
+
+def coco_bleu(references, hypotheses) -> dict:
+    """{"bleu1": ..., "bleu4": ...}: pycocoevalcap's Bleu(4) on our lower-cased tokens."""
+    scores, _ = Bleu(4).compute_score(*_coco_inputs(references, hypotheses), verbose=0)
+    return {f"bleu{n}": float(score) for n, score in enumerate(scores, start=1)}
+
+
+def coco(references, hypotheses, meteor_score: float | None) -> dict:
+    """The coco-caption metrics papers report: BLEU-1..4, CIDEr-D, ROUGE-L and METEOR
+    (`meteor_score`, computed elsewhere so that one Java scorer serves a whole run; None
+    without Java)."""
+    return {**coco_bleu(references, hypotheses), "cider": cider(references, hypotheses),
+            "rouge_l": rouge_l(references, hypotheses), "meteor": meteor_score}
+
+
+def outer_ring(grid) -> np.ndarray:
+    """grid (H', W') -> bool [H' * W'], row-major like the region features: True on rows 0
+    and H'-1 and columns 0 and W'-1 (60 of 256 regions on a 16x16 grid)."""
+    rows, cols = grid
+    ring = np.zeros((rows, cols), dtype=bool)
+    ring[[0, -1], :] = True
+    ring[:, [0, -1]] = True
+    return ring.reshape(-1)
+
+
+def border_mass(alphas: list[np.ndarray], grid) -> dict:
+    """alphas: per caption the attention [S, R] of its generated tokens (words and <end>).
+
+    -> border_mass: mean over all generated tokens of the share of the token's attention on
+    the outer ring (each token's weights over the image renormalised to 1 first, so a
+    sentinel's weight does not count); border_area_share: the ring's share of the regions
+    (what uniform attention would give); border_ratio: the two's ratio; sentinel_weight:
+    mean weight not on the image (0 without a sentinel); tokens: how many were averaged."""
+    weights = np.concatenate([np.asarray(a, dtype=np.float64) for a in alphas], axis=0)  # [N, R]
+    ring = outer_ring(grid)
+    on_image = weights.sum(axis=1)
+    share = weights[:, ring].sum(axis=1) / np.maximum(on_image, 1e-12)
+    area = float(ring.mean())
+    mass = float(share.mean())
+    return {"border_mass": mass, "border_area_share": area, "border_ratio": mass / area,
+            "sentinel_weight": float(np.mean(1.0 - on_image)), "tokens": int(len(share))}
 
 
 def meteor(references, hypotheses) -> float | None:

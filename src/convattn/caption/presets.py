@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from convattn.caption.decoders import MODELS
+from convattn.caption.decoders import FEATURE_NORMS, MODELS
 from convattn.caption.encoders import DEFAULT_ENCODER, DEFAULT_LAYER, ENCODER_LAYERS
 from convattn.common.config import Config, option, require
 
@@ -42,6 +42,16 @@ class CaptionConfig(Config):
     attention_act: str = option("tanh", "attention nonlinearity: tanh (Show-Attend-Tell), or relu "
                                 "(the study's)", choices=("tanh", "relu"))
     dropout: float = option(0.5, "dropout on the LSTM output")
+    # remedies for attention resting on the grid's outer ring (README, "Attention on the
+    # border"); each off by default, which is the study's decoder exactly
+    feature_norm: str = option("none", "rescale each region's features before the decoder: none, "
+                               "l2 (to norm sqrt(channels)) or layernorm (zero mean, unit variance)",
+                               choices=FEATURE_NORMS)
+    sentinel: bool = option(False, "attention decoder: add a learned visual sentinel, a slot it can "
+                            "attend to instead of the image (Lu et al., CVPR 2017)")
+    attention_reg: float = option(0.0, "doubly stochastic attention regularisation (Show-Attend-Tell): "
+                                  "loss += x * mean over images and regions of (1 - sum over words "
+                                  "of alpha)^2; 0 = off")
     # training
     epochs: int = option(6, "training epochs")
     batch_size: int = option(8, "(image, caption) pairs per batch")
@@ -77,6 +87,7 @@ class CaptionConfig(Config):
         require(0 <= self.dropout < 1, self, "dropout", "must be in [0, 1)")
         require(self.lr > 0, self, "lr", "must be positive")
         require(self.grad_clip > 0, self, "grad_clip", "must be positive")
+        require(self.attention_reg >= 0, self, "attention_reg", "must be at least 0")
         require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "must be at least 1")
         require(self.bootstrap >= 1, self, "bootstrap", "must be at least 1")
 

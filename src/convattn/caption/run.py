@@ -94,21 +94,28 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     runs.save_state(folder / "checkpoint.pt", key=key, epoch=config.epochs, status="finished",
                     history=history, model=decoder, optimizer=optimizer, best=best, result=result)
     io.write_json(folder / "result.json", result)
+    border = (f", outer-ring attention {result['border_mass']:.3f} ({result['border_ratio']:.2f}x its area)"
+              if "border_mass" in result else "")
     log(f"{label}: test bleu4 {result['test_bleu4']:.4f} (best-by-val {result['test_bleu4_best']:.4f}), "
-        f"CIDEr {result['cider']:.3f}, {result['seconds']:.0f} s")
+        f"CIDEr {result['cider']:.3f}{border}, {result['seconds']:.0f} s")
     return result, decoder.eval()
 
 
 def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: int) -> dict:
-    """Test scores of the final decoder (every metric) and of the best-by-validation one
-    (the study's bleu4)."""
+    """Test scores of the final decoder (every metric, the coco-caption set under "coco",
+    and for an attention decoder its outer-ring attention, metrics.border_mass) and of the
+    best-by-validation one (the study's bleu4)."""
     references = data.references("test")
-    hyps = caption_split(decoder, data, "test", max_steps, config.beam)
+    hyps, alphas = caption_split(decoder, data, "test", max_steps, config.beam, with_alphas=True)
     test = metrics.all_metrics(references, hyps, with_meteor=config.meteor)
     best_decoder = copy.deepcopy(decoder)
     best_decoder.load_state_dict(best["model"])
     test_best = metrics.bleu4(references, caption_split(best_decoder, data, "test", max_steps, config.beam))
+    # where the attention looked while writing the test captions (attention decoders only)
+    border = metrics.border_mass(alphas, data.grid) if decoder.uses_attention else {}
     return {
+        **border,
+        "coco": metrics.coco(references, hyps, test.get("meteor")),
         "best_epoch": best["epoch"], "best_val_bleu4": best["val_bleu4"],
         "test_bleu4": test["bleu4"], "test_bleu4_best": test_best,
         "corpus_bleu": test["corpus_bleu"], "cider": test["cider"], "rouge_l": test["rouge_l"],
