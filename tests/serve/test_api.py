@@ -20,7 +20,7 @@ from convattn.caption.encoders import load_image
 from convattn.data.captions import SPECIALS, Vocabulary
 from convattn.serve import app as app_module
 from convattn.serve.app import create_app
-from convattn.serve.models import generated_tokens, report_models
+from convattn.serve.models import ModelStore, generated_tokens, given_models, report_models
 from convattn.serve.uploads import MAX_BYTES
 
 STATIC = Path(app_module.__file__).parent / "static"
@@ -48,7 +48,7 @@ def test_page_lists_the_models_and_fetches_nothing_from_elsewhere(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     attention = next(m for m in client.get("/api/models").json() if m["attention"])
-    assert f'<option value="{attention["id"]}" selected>' in page.text  # the default
+    assert f'<option value="{attention["id"]}" title="{attention["path"]}" selected>' in page.text
     for m in client.get("/api/models").json():
         assert m["label"] in page.text
     # every local script and stylesheet the page names exists
@@ -248,3 +248,9 @@ def test_every_decoder_of_the_run_is_offered_after_the_reports_own(report_dir, t
     labels = [label for label, _ in report_models(run)]
     assert labels == ["no attention (report, seed 42)", "attention (report, seed 42)",
                       "attention (seed 43)", "no attention (head features, seed 42)"]
+
+
+def test_model_files_given_on_the_command_line(report_dir):
+    path = report_dir / "caption" / "runs" / "blocks" / "attention" / "seed42" / "model.pt"
+    store = ModelStore(given_models([str(path)]), torch.device("cpu"))
+    assert [m["label"] for m in store.info()] == ["attention (.../blocks/attention/seed42/model.pt)"]

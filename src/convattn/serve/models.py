@@ -95,14 +95,19 @@ def report_models(report_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def given_models(paths: list) -> list[tuple[str, Path]]:
+def given_models(paths: list) -> list[tuple[str | None, Path]]:
     out = []
     for p in paths:
         path = Path(p)
         if not path.is_file():
             raise UserError(f"--model {path}: no such file (a model.pt written by `convattn caption`)")
-        out.append((str(path), path))
+        out.append((None, path))
     return out
+
+
+def short_path(path: Path) -> str:
+    """runs/caption/runs/blocks/attention/seed42/model.pt -> '.../blocks/attention/seed42/model.pt'."""
+    return str(path) if len(path.parts) <= 5 else ".../" + "/".join(path.parts[-4:])
 
 
 def cached_decoder(path: Path, device: torch.device):
@@ -127,14 +132,15 @@ def cached_encoder(spec: EncoderSpec, device: torch.device):
 class ModelStore:
     """Every offered model, loaded; `caption` runs one image through one of them."""
 
-    def __init__(self, entries: list[tuple[str, Path]], device: torch.device, slots: int = 1):
+    def __init__(self, entries: list[tuple[str | None, Path]], device: torch.device, slots: int = 1):
         self.device = device
         self.slots = threading.BoundedSemaphore(max(1, slots))
         self.models: dict[str, CaptionModel] = {}
         for i, (label, path) in enumerate(entries):
             decoder, ckpt = cached_decoder(Path(path), device)
             spec = encoder_spec(ckpt)
-            label = f"{label} [{ckpt['model']}]" if label == str(path) else label
+            if label is None:  # a --model file: its kind, and where it is in a few words
+                label = f"{NAMES.get(ckpt['model'], ckpt['model'])} ({short_path(Path(path))})"
             self.models[f"m{i}"] = CaptionModel(
                 id=f"m{i}", label=label, path=Path(path), decoder=decoder,
                 vocab=Vocabulary(ckpt["vocab"]), spec=spec, steps=max_steps(ckpt),
