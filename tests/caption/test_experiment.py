@@ -96,6 +96,11 @@ def test_coco_and_border_keys(finished):
     assert att["border_area_share"] == 1.0 and att["border_mass"] == pytest.approx(1.0)
     assert att["border_ratio"] == pytest.approx(1.0) and "border_mass" in att["seeds"][0]
     assert "border_mass" not in summary["models"]["no_attention"]
+    from convattn.caption.cli import format_table
+
+    table = format_table(summary)
+    assert "coco-caption metrics" in table
+    assert "attention: 1.000 of the attention on the grid's outer ring, which is 1.000 of the area: 1.00x" in table
 
 
 def test_result_lives_in_the_run_checkpoint(finished):

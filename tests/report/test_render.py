@@ -27,7 +27,15 @@ def _model(bleu: float) -> dict:
     return {"test_bleu4_mean": bleu, "test_bleu4_std": 0.0123, "test_bleu4_best_mean": bleu + 0.01,
             "test_bleu4_best_std": None, "corpus_bleu4_mean": 0.4444, "corpus_bleu4_std": 0.0011,
             "cider_mean": 1.2346, "cider_std": 0.0456, "rouge_l_mean": 0.6789, "rouge_l_std": 0.0022,
-            "seconds_total": 61.4}
+            "seconds_total": 61.4,
+            "coco": {k: {"mean": v, "std": 0.01} for k, v in (("bleu1", 0.7712), ("bleu2", 0.6623), ("bleu3", 0.5834),
+                                                                ("bleu4", bleu), ("meteor", None), ("rouge_l", 0.6789),
+                                                                ("cider", 1.2346))}}
+
+
+def _border(model: dict) -> dict:
+    return {**model, "border_mass": 0.6401, "border_mass_std": 0.0, "border_area_share": 60 / 256,
+            "border_ratio": 0.6401 / (60 / 256), "sentinel_weight": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +63,7 @@ def results(tmp_path, theory_result):
                "feature_layer": {"selected_by": "config"}, "seeds": [42, 43],
                "config": {"lr": 0.0004, "epochs": 10, "batch_size": 8, "grad_clip": 5.0, "attention_act": "tanh",
                           "beam": 1, "show": ["219"]},
-               "models": {"no_attention": _model(0.4911), "attention": _model(0.5307)},
+               "models": {"no_attention": _model(0.4911), "attention": _border(_model(0.5307))},
                "comparison": {"images": 58, "samples": 10_000, "seeds": 2, "difference": 0.0396,
                               "ci_low": 0.0101, "ci_high": 0.0702},
                "captions": {"219": {"filename": "219.tif", "attention": "a residential area with houses",
@@ -111,6 +119,28 @@ def test_report_is_results_json_laid_out(tmp_path, results):
                         "Question 3", "Q3.1a", "Q3.1c", "This run", "Environment"]
     # formulas are code, so that markdown-it does not read 5*5*3 as emphasis
     assert "<code>8*(5*5*3+1)</code>" in html and "<em>" not in html.split("Question 3")[0]
+
+
+def test_q3_has_the_coco_table_beside_published_results_and_the_border_mass(tmp_path, results):
+    write_report(tmp_path, results)
+    md = (tmp_path / "report.md").read_text()
+    assert "| this study, with additive attention (Q3.1b) | efficientnet-lite0, mean ± std over seeds 42, 43 | " \
+           "0.7712 ± 0.0100 | 0.6623 ± 0.0100 | 0.5834 ± 0.0100 | 0.5307 ± 0.0100 | — | 0.6789 ± 0.0100 | " \
+           "1.235 ± 0.010 |" in md
+    for method, source, bleu4, cider in study.PUBLISHED_CAPTION:
+        assert f"| {method} ({source}) | other papers: other encoders, one run each | — | — | — | " \
+               f"{bleu4:.3f} | — | — | {cider:.2f} |" in md
+    assert "| with additive attention (Q3.1b) | 0.640 ± 0.000 | 0.234 | 2.73x | 0.000 |" in md
+    assert "| without attention (Q3.1a) | 0." not in md.split("Where the attention looks")[1]
+
+
+def test_q3_without_the_newer_keys_leaves_those_tables_out(tmp_path, results):
+    for model in results["stages"]["caption"]["summary"]["models"].values():
+        for key in ("coco", "border_mass"):
+            model.pop(key, None)
+    write_report(tmp_path, results)
+    md = (tmp_path / "report.md").read_text()
+    assert "Beside the published results" not in md and "Where the attention looks" not in md
 
 
 def test_report_html_is_self_contained(tmp_path, results):

@@ -84,6 +84,17 @@ def format_table(summary: dict) -> str:
         cells = [f"{m[k + '_mean']:.4f} ± {m[k + '_std']:.4f}"
                  for k in ("test_bleu4", "test_bleu4_best", "corpus_bleu4", "rouge_l", "cider")]
         lines.append(f"{model:<14}" + "".join(f"{c:>18}" for c in cells))
+    lines.append("coco-caption metrics (pycocoevalcap), mean ± std:")
+    lines.append(f"{'model':<14}" + "".join(f"{k:>18}" for k in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")))
+    for model, m in summary["models"].items():
+        cells = [f"{v['mean']:.4f} ± {v['std']:.4f}" if v["mean"] is not None else "—"
+                 for v in (m["coco"][k] for k in ("bleu1", "bleu4", "meteor", "rouge_l", "cider"))]
+        lines.append(f"{model:<14}" + "".join(f"{c:>18}" for c in cells))
+    for model, m in summary["models"].items():
+        if "border_mass" in m:
+            sentinel = f"; {m['sentinel_weight']:.3f} on the sentinel" if m["sentinel_weight"] > 0 else ""
+            lines.append(f"{model}: {m['border_mass']:.3f} of the attention on the grid's outer ring, which is "
+                         f"{m['border_area_share']:.3f} of the area: {m['border_ratio']:.2f}x{sentinel}")
     comp = summary.get("comparison")
     if comp:
         lines.append(f"attention - no attention, bleu4: {comp['difference']:+.4f}, 95% paired bootstrap "

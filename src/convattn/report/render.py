@@ -86,6 +86,7 @@ def _caption_values(stage: dict) -> dict:
     protocol["decoding"] = "greedy" if cfg.get("beam", 1) == 1 else f"beam {cfg['beam']}"
     return {
         **stage,
+        **_coco_and_border(s),
         "dataset": (s.get("dataset") or {}).get("name", "the dataset"),
         "encoder": encoder,
         "protocol": protocol,
@@ -94,6 +95,23 @@ def _caption_values(stage: dict) -> dict:
         "comparison": comparison,
         "shown": shown,
     }
+
+
+def _coco_and_border(s: dict) -> dict:
+    """Q3's paper-comparable table (our decoders' coco-caption metrics beside the published
+    Sydney-Captions results) and where each attention decoder looked. A summary written
+    before these keys existed gives empty lists: the report then leaves both out."""
+    models = s.get("models") or {}
+    coco = []
+    for name, label in DECODERS.items():
+        m = (models.get(name) or {}).get("coco")
+        if m:
+            coco.append({"label": label, **{k: (v["mean"], v["std"]) for k, v in m.items()}})
+    border = [{"label": label, "mass": m["border_mass"], "std": m.get("border_mass_std"),
+               "area": m["border_area_share"], "ratio": m["border_ratio"],
+               "sentinel": m.get("sentinel_weight") or 0.0}
+              for name, label in DECODERS.items() if "border_mass" in (m := models.get(name) or {})]
+    return {"coco": coco, "published": study.PUBLISHED_CAPTION if coco else [], "border": border}
 
 
 def _closing_rows(stages: dict) -> list[dict]:
