@@ -162,11 +162,11 @@ def main(argv=None) -> int:
           f"{'greedy' if args.beam <= 1 else f'beam {args.beam}'}; features computed per request")
     print(f"requests    {answered}/{args.requests} answered, {args.concurrency} concurrent clients")
     if lat:
-        feats = statistics.mean(s["features"] for s in out["server"])
-        decode = statistics.mean(s["decoding"] for s in out["server"])
-        print(f"latency     p50 {percentile(lat, 50) * 1000:.0f} ms, p95 {percentile(lat, 95) * 1000:.0f} ms, "
-              f"max {max(lat) * 1000:.0f} ms")
-        print(f"server      mean per caption: features {feats * 1000:.0f} ms, decoding {decode * 1000:.0f} ms")
+        feats = statistics.mean(s["features"] for s in out["server"]) * 1000
+        decode = statistics.mean(s["decoding"] for s in out["server"]) * 1000
+        p50, p95 = percentile(lat, 50) * 1000, percentile(lat, 95) * 1000
+        print(f"latency     p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {max(lat) * 1000:.0f} ms")
+        print(f"server      mean per caption: features {feats:.0f} ms, decoding {decode:.0f} ms")
         print(f"throughput  {answered / out['wall']:.2f} captions/s ({out['wall']:.1f} s in all)")
     for detail in out["failures"][:5]:
         print(f"failed      {detail}")

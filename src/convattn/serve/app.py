@@ -59,7 +59,8 @@ def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
     async def refuse_large_uploads(request: Request, call_next):
         # refuse before reading the body; a body without Content-Length is checked after
         length = request.headers.get("content-length", "")
-        if request.url.path in UPLOAD_PATHS and length.isdigit() and int(length) > MAX_BYTES + MULTIPART_SLACK:
+        too_long = length.isdigit() and int(length) > MAX_BYTES + MULTIPART_SLACK
+        if request.url.path in UPLOAD_PATHS and too_long:
             return JSONResponse({"detail": f"the upload is {megabytes(int(length))}; the limit is "
                                            f"{megabytes(MAX_BYTES)}"}, status_code=413)
         return await call_next(request)

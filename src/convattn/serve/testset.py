@@ -50,7 +50,8 @@ class TestSet:
         scores = {}
         for model in self.models:
             hyps = [e[model].split() for e in entries]
-            scores[model] = {"bleu4": metrics.bleu4_per_image(refs, hyps), "cider": cider_per_image(refs, hyps)}
+            scores[model] = {"bleu4": metrics.bleu4_per_image(refs, hyps),
+                             "cider": cider_per_image(refs, hyps)}
         self.rows = [{"name": n, "filename": e["filename"], "references": e["references"],
                       "captions": {m: {"text": e[m], "bleu4": scores[m]["bleu4"][i],
                                        "cider": scores[m]["cider"][i]} for m in self.models}}
