@@ -254,3 +254,8 @@ def test_model_files_given_on_the_command_line(report_dir):
     path = report_dir / "caption" / "runs" / "blocks" / "attention" / "seed42" / "model.pt"
     store = ModelStore(given_models([str(path)]), torch.device("cpu"))
     assert [m["label"] for m in store.info()] == ["attention (.../blocks/attention/seed42/model.pt)"]
+
+
+def test_no_pages_that_need_a_cdn(client):
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+    assert "/api/caption" in client.get("/openapi.json").json()["paths"]

@@ -50,8 +50,9 @@ def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
     missing_report = (f"no report here: {report_dir or './report'} has no "
                       f"{'report.html' if has_summary else 'caption/summary.json'}; {NO_REPORT}")
 
-    app = FastAPI(title="convattn serve", version=convattn.__version__, docs_url="/api/docs",
-                  redoc_url=None)
+    # no Swagger/ReDoc pages: they load their scripts from a CDN, and this page works offline;
+    # the schema itself stays at /openapi.json
+    app = FastAPI(title="convattn serve", version=convattn.__version__, docs_url=None, redoc_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
 
