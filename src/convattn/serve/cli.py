@@ -9,9 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+import uvicorn
+
 from convattn.common.errors import UserError
 from convattn.common.progress import log
 from convattn.common.runtime import choose_device
+from convattn.serve.app import create_app
+from convattn.serve.models import NO_REPORT, ModelStore, given_models, report_models
 
 DEFAULT_REPORT = "report"
 # captions computed at once per CPU core, one torch thread each. bench/serve_load.py on 2
@@ -47,10 +52,6 @@ def register(subparsers) -> None:
 def build(models: list | None, report: str | None, device_name: str = "auto",
           parallel: int | None = None):
     """-> (FastAPI app, the model store): what `serve` runs, without the server."""
-    # torch and FastAPI load here, not when `convattn --help` builds every parser
-    from convattn.serve.app import create_app
-    from convattn.serve.models import NO_REPORT, ModelStore, given_models, report_models
-
     device = choose_device(device_name)
     report_dir = Path(report or DEFAULT_REPORT)
     if report is not None and not report_dir.is_dir():
@@ -66,9 +67,6 @@ def build(models: list | None, report: str | None, device_name: str = "auto",
 
 
 def _serve(args) -> int:
-    import torch
-    import uvicorn
-
     if args.threads < 1:
         raise UserError(f"--threads {args.threads}: expected 1 or more")
     if args.parallel is not None and args.parallel < 1:
