@@ -33,6 +33,8 @@ def test_one_default_feature_layer():
     ({"image_size": 16}, "--image-size 16: images must be at least 32 pixels"),
     ({"dropout": 1.0}, "--dropout 1: must be in [0, 1)"),
     ({"models": ()}, "--models : expected no_attention and/or attention"),
+    ({"attention_reg": -1.0}, "--attention-reg -1: must be at least 0"),
+    ({"outer_ring": "crop"}, "--outer-ring crop: expected one of keep, inward"),
 ])
 def test_invalid_configs_name_their_flag(change, message):
     with pytest.raises(UserError) as err:

@@ -136,3 +136,36 @@ def test_attention_penalty_leaves_padding_out():
     # region 0 received 1 (penalty 0), region 1 received 0 (penalty 1): mean 0.5
     assert attention_penalty(alphas, mask).item() == pytest.approx(0.5)
     assert attention_penalty(alphas, torch.ones(1, 3, dtype=torch.bool)).item() == pytest.approx((4 + 1) / 2)
+
+
+def test_outer_ring_inward_copies_the_neighbours():
+    from convattn.caption.decoders import replace_outer_ring
+
+    grid = torch.arange(16.0).reshape(1, 16, 1)
+    out = replace_outer_ring(grid, (4, 4)).reshape(4, 4)
+    assert out.tolist() == [[5, 5, 6, 6], [5, 5, 6, 6], [9, 9, 10, 10], [9, 9, 10, 10]]
+    dec = make(DecoderWithAttention, outer_ring="inward", grid=(2, 3))   # R = 6: a 2x3 grid
+    features = torch.randn(B, R, C)
+    torch.testing.assert_close(dec.prepare(features)["features"], features)  # nothing inside to copy
+    keep = make(DecoderWithAttention, grid=(2, 3))
+    assert keep.prepare(features)["features"] is features
+
+
+def test_doubly_stochastic_loss_is_off_by_default_and_changes_training_when_on(tiny_data):
+    from convattn.caption.data import Data
+    from convattn.caption.loop import train_one_epoch
+    from convattn.caption.presets import PRESETS
+    from convattn.data.captions import load_dataset
+    import numpy as np
+
+    dataset = load_dataset(tiny_data)
+    rng = np.random.default_rng(0)
+    data = Data(dataset, rng.standard_normal((len(dataset.images), 9, C)).astype(np.float16), (3, 3), "cpu")
+    losses = []
+    for reg in (0.0, 0.0, 1.0):
+        config = PRESETS["smoke"].replace(attention_reg=reg)
+        torch.manual_seed(0)
+        dec = DecoderWithAttention(len(data.vocab), C, embed_dim=8, hidden_dim=12)
+        opt = torch.optim.Adam(dec.parameters(), lr=config.lr)
+        losses.append(train_one_epoch(dec, opt, data, config, 0, 42))
+    assert losses[0] == losses[1] and losses[2] > losses[0]

@@ -39,7 +39,8 @@ def load_decoder(path, device) -> tuple:
         raise UserError(f"--model {path}: not a caption model (expected a model.pt written by "
                         "`convattn caption`)")
     config = CaptionConfig.from_dict(ckpt["config"])
-    decoder = build_decoder(ckpt["model"], len(ckpt["vocab"]), ckpt["feature_dim"], config).to(device)
+    decoder = build_decoder(ckpt["model"], len(ckpt["vocab"]), ckpt["feature_dim"], config,
+                            ckpt.get("grid")).to(device)
     decoder.load_state_dict(ckpt["decoder"])
     decoder.eval()
     return decoder, ckpt

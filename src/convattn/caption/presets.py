@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from convattn.caption.decoders import FEATURE_NORMS, MODELS
+from convattn.caption.decoders import FEATURE_NORMS, MODELS, OUTER_RING
 from convattn.caption.encoders import DEFAULT_ENCODER, DEFAULT_LAYER, ENCODER_LAYERS
 from convattn.common.config import Config, option, require
 
@@ -44,6 +44,9 @@ class CaptionConfig(Config):
     dropout: float = option(0.5, "dropout on the LSTM output")
     # remedies for attention resting on the grid's outer ring (README, "Attention on the
     # border"); each off by default, which is the study's decoder exactly
+    outer_ring: str = option("keep", "features of the grid's outer ring: keep, or inward (each replaced "
+                             "by its inward neighbour's: the encoder's zero padding marks the ring and "
+                             "draws the attention there)", choices=OUTER_RING)
     feature_norm: str = option("none", "rescale each region's features before the decoder: none, "
                                "l2 (to norm sqrt(channels)) or layernorm (zero mean, unit variance)",
                                choices=FEATURE_NORMS)

@@ -53,7 +53,7 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     folder = run_dir(out_dir, spec.layer, model, seed)
     label, key = f"{model} seed {seed}", run_key(config, model, seed, spec, data)
     seed_everything(seed)
-    decoder = build_decoder(model, len(data.vocab), data.feature_dim, config).to(device)
+    decoder = build_decoder(model, len(data.vocab), data.feature_dim, config, data.grid).to(device)
     # fused: one kernel for all parameters instead of a dozen small ops each (8% of a step)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, fused=True)
     state = runs.load_state(folder / "checkpoint.pt", key, policy, label, device)
