@@ -20,7 +20,8 @@ from convattn.common.runs import FORMAT
 from tiny_fashion import write_tiny_fashion
 
 # one process, so that monkeypatched functions are the ones that run
-TINY = ClassifyConfig(preset="test", lrs=(0.01, 0.1), epochs=3, eval_batch_size=16, jobs=1)
+TINY = ClassifyConfig(preset="test", lrs=(0.01, 0.1), epochs=3, eval_batch_size=16, jobs=1,
+                      sweep="processes")
 
 
 def sweep_run(config, out, data_dir, **kwargs):

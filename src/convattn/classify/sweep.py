@@ -24,6 +24,7 @@ from convattn.classify import plots
 from convattn.classify.model import FashionCNN, count_parameters
 from convattn.classify.presets import ClassifyConfig
 from convattn.classify.run import train_run
+from convattn.classify.stacked_run import load_runs, stackable, train_stacked
 from convattn.common import io
 from convattn.common.progress import log
 from convattn.common.runs import check_policy, summary_base
@@ -112,6 +113,16 @@ def _sweep(config, out_dir, data_dir, device, quiet, policy, pdf) -> dict:
         records[record["lr"]] = record
         write_summary()
 
+    if config.sweep == "stacked" and device.type == "cpu":
+        stored = load_runs(data, config, out_dir, policy)
+        if stackable(config, stored):
+            for record in train_stacked(data, config, out_dir, stored, quiet=quiet,
+                                        on_epoch=store):
+                store(record)
+            summary = write_summary()
+            return write_summary(draw_figures(summary, out_dir, pdf))
+        log("--sweep stacked: this recipe or its stored runs cannot be stacked; training "
+            "each learning rate on its own")
     # default: every lr at once, up to two per core. Three single-threaded runs on two
     # cores took 9.2 minutes for the homework sweep here; two at a time, 11.6; one, ~17.
     jobs = min(config.jobs or 2 * (os.cpu_count() or 1), len(config.lrs))
