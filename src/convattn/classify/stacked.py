@@ -58,10 +58,12 @@ class StackedCNN:
         states = [{k: v.detach() for k, v in s.items()} for s in states]
         cat = lambda name: torch.cat([s[name] for s in states]).clone()  # noqa: E731
         stack = lambda name: torch.stack([s[name] for s in states]).clone()  # noqa: E731
-        self.conv = [cat("conv1.weight").contiguous(memory_format=memory_format),
-                     cat("conv1.bias"),
-                     cat("conv2.weight").contiguous(memory_format=memory_format),
-                     cat("conv2.bias")]
+        # empty_like + copy_: .contiguous() would keep conv1's (K*16, 1, 3, 3) weight as it
+        # is (with one input channel it counts as channels-last already), and oneDNN would
+        # then choose NCHW for the conv's output, where max-pooling is ~9x slower
+        layout = lambda w: torch.empty_like(w, memory_format=memory_format).copy_(w)  # noqa: E731
+        self.conv = [layout(cat("conv1.weight")), cat("conv1.bias"),
+                     layout(cat("conv2.weight")), cat("conv2.bias")]
         for p in self.conv:
             p.requires_grad_(True)
         self.linear = [(stack(f"{n}.weight"), stack(f"{n}.bias")) for n in LINEARS]
