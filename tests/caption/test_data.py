@@ -5,8 +5,8 @@ from PIL import Image
 
 from convattn.caption.encoders import load_image
 from convattn.common.errors import UserError
-from convattn.data.captions import (END_ID, PAD_ID, SPECIALS, START_ID, UNK_ID, Vocabulary,
-                                    build_vocabulary, load_dataset)
+from convattn.data.captions import (END, END_ID, PAD_ID, SPECIALS, START_ID, UNK, UNK_ID,
+                                    Vocabulary, build_vocabulary, load_dataset)
 
 
 def _edit(root, change):
@@ -110,3 +110,13 @@ def test_grey_and_rgba_images_become_rgb(tmp_path):
         x = load_image(tmp_path / name)
         assert x.shape == (3, 30, 40) and 0 <= x.min() <= x.max() <= 1
     assert load_image(tmp_path / "red.tif", size=32).shape == (3, 32, 32)
+
+
+def test_tokens_keep_one_entry_per_decoding_step():
+    # the attention figures pair token t with the weights of step t: <unk> must stay, and
+    # <end> appears only when it was generated
+    vocab = Vocabulary(list(SPECIALS) + ["a", "river"])
+    a, river = 4, 5
+    assert vocab.tokens([a, UNK_ID, river, END_ID, PAD_ID]) == ["a", UNK, "river", END]
+    assert vocab.decode([a, UNK_ID, river, END_ID, PAD_ID]) == ["a", "river"]
+    assert vocab.tokens([a, river, a]) == ["a", "river", "a"]  # cut at max_steps: no <end>

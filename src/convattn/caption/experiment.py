@@ -150,7 +150,8 @@ def shown_rows(images: list[CaptionImage], generated: dict, dataset: CaptionData
         picture = load_image(dataset.path(im), spec.image_size).permute(1, 2, 0).numpy()  # [H, W, 3]
         rows.append({"name": im.name, "image": picture, "references": [" ".join(c) for c in im.captions],
                      "generated": {m: out[i][0] for m, out in generated.items()},
-                     "attention": {m: out[i][1] for m, out in generated.items() if out[i][1] is not None}})
+                     "tokens": {m: out[i][1] for m, out in generated.items()},
+                     "attention": {m: out[i][2] for m, out in generated.items() if out[i][2] is not None}})
     return rows
 
 

@@ -74,15 +74,16 @@ def caption_split(decoder, data: Data, split: str, max_steps: int, beam: int = 1
 
 
 def caption_images(decoder, data: Data, images: list[CaptionImage], max_steps: int,
-                   beam: int = 1) -> list[tuple[list[str], np.ndarray | None]]:
-    """Each image's caption (word list) and, for an attention decoder, its attention weights
-    [S, R] for the S = len(words) + 1 generated tokens (the words and <end>); else None."""
+                   beam: int = 1) -> list[tuple[list[str], list[str], np.ndarray | None]]:
+    """Each image's caption (word list), its S generated tokens (Vocabulary.tokens: <unk>
+    kept, <end> when it was generated) and, for an attention decoder, their attention
+    weights [S, R]; else None."""
     if not images:
         return []
     ids, alphas = decode(decoder, data.image_features(images), max_steps, beam)
     out = []
     for i in range(len(images)):
-        words = data.vocab.decode(ids[i].tolist())
-        weights = None if alphas is None else alphas[i, :len(words) + 1].cpu().numpy()
-        out.append((words, weights))
+        tokens = data.vocab.tokens(ids[i].tolist())
+        weights = None if alphas is None else alphas[i, :len(tokens)].cpu().numpy()
+        out.append((data.vocab.decode(ids[i].tolist()), tokens, weights))
     return out

@@ -6,8 +6,8 @@ run decoded for the shown images. Nothing here loads a model or decodes.
     figures/attention_<name>.png   attention model: one heat-map over the image per word
 
 A shown image is a dict: {"name", "image": uint8 or float [H, W, 3], "references": [text],
-"generated": {model: [words]}, "attention": {model: [S, R] weights}} (attention models only;
-row s belongs to word s, the last row to <end>). Figures are matplotlib `Figure`s, not
+"generated": {model: [words]}, "tokens": {model: [S generated tokens]}, "attention":
+{model: [S, R] weights}} (attention models only; row s belongs to token s). Figures are matplotlib `Figure`s, not
 pyplot's: no global state, no backend to choose.
 """
 
@@ -21,7 +21,6 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from convattn.common import io
-from convattn.data.captions import END
 
 TITLES = {"no_attention": "without attention (Q3.1a)", "attention": "with attention (Q3.1b)"}
 
@@ -123,7 +122,7 @@ def draw_all(summary: dict, shown: list[dict], grid, out_dir) -> dict:
     for row in shown:
         for model, alphas in row["attention"].items():
             rel = f"figures/attention_{row['name']}.png"
-            plot_attention(row["image"], row["generated"][model] + [END], alphas, grid,
+            plot_attention(row["image"], row["tokens"][model], alphas, grid,
                            f"{row['name']}: attention over the {grid[0]}x{grid[1]} regions for each "
                            f"generated word (uniform would be {1 / alphas.shape[1]:.3f})", out_dir / rel)
             figures["attention"][row["name"]] = rel

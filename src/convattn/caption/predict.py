@@ -13,7 +13,7 @@ from convattn.caption.decode import decode
 from convattn.caption.encoders import build_encoder, load_image
 from convattn.caption.features import image_features
 from convattn.caption.plots import plot_attention
-from convattn.data.captions import END, Vocabulary
+from convattn.data.captions import Vocabulary
 
 
 def predict(model_path, images: list, device, beam: int = 1, attention_maps=None) -> list[tuple[str, str]]:
@@ -31,7 +31,7 @@ def predict(model_path, images: list, device, beam: int = 1, attention_maps=None
         words = vocab.decode(ids[0].tolist())
         out.append((str(path), " ".join(words)))
         if attention_maps is not None and alphas is not None:
-            shown = words + [END]
+            shown = vocab.tokens(ids[0].tolist())  # one per attention row (<unk>, <end> kept)
             picture = load_image(path, spec.image_size).permute(1, 2, 0).numpy()  # [H, W, 3]
             plot_attention(picture, shown, alphas[0, :len(shown)].cpu().numpy(), grid, Path(path).name,
                            Path(attention_maps) / f"{Path(path).stem}.png")

@@ -216,6 +216,19 @@ class Vocabulary:
                 words.append(self.words[i])
         return words
 
+    def tokens(self, ids) -> list[str]:
+        """Every generated token up to and including <end>, specials by name (<unk> kept):
+        one per decoding step, so token t goes with the attention weights of step t."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == PAD_ID:
+                break
+            out.append(self.words[i])
+            if i == END_ID:
+                break
+        return out
+
 
 def build_vocabulary(dataset: CaptionDataset) -> tuple[Vocabulary, int]:
     """The vocabulary and maximum length (with <start> and <end>) of the training captions."""
