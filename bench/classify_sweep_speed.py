@@ -4,7 +4,8 @@ loop, the three runs as processes, and the three runs as one stacked model.
 Every side trains --steps steps of batch 8 on the same images, alternating over --repeat
 rounds, best round reported (the machine is shared: compare within one run only):
   reference        bench/classify_speed.py's skeleton-style loop, torch's default threads
-                   (runs --default-steps steps, time scaled; see that script)
+                   (runs --default-steps steps, time scaled; see that script); the
+                   ratios are against it. Also shown on one thread.
   single, 1 thr    convattn.classify.loop.train_one_epoch, one run (lr 0.01)
   single fused     the same with torch.optim.SGD(fused=True)
   stack of 1       StackedCNN with one member (the SGD update inside the backward pass)
@@ -90,6 +91,7 @@ def main() -> None:
     sides = {
         f"reference, {threads} threads*": (lambda: reference_train(
             data, args.steps, threads, args.default_steps), 1),
+        "reference, 1 thread": (lambda: reference_train(data, args.steps, 1), 1),
         "single, 1 thread": (lambda: convattn_train(data, args.steps, 1), 1),
         "single, fused SGD, 1 thread": (lambda: single_fused(data, args.steps), 1),
         "stack of 1, 1 thread": (lambda: stacked_train(data, args.steps, 1, (0.01,)), 1),

@@ -81,8 +81,9 @@ class StackedCNN:
         in eval mode. Returns log-probabilities (K, B, 10)."""
         k, b = len(self), len(x)
         w1, b1, w2, b2 = self.conv
-        h = torch.max_pool2d(torch.relu(F.conv2d(x, w1, b1, padding=1)), 2, 2)  # (B, K*16, 14, 14)
-        h = torch.max_pool2d(torch.relu(F.conv2d(h, w2, b2, groups=k)), 2, 2)   # (B, K*32, 6, 6)
+        # relu(max_pool(.)) == max_pool(relu(.)), gradient included; on 4x fewer values
+        h = torch.relu(torch.max_pool2d(F.conv2d(x, w1, b1, padding=1), 2, 2))  # (B, K*16, 14, 14)
+        h = torch.relu(torch.max_pool2d(F.conv2d(h, w2, b2, groups=k), 2, 2))   # (B, K*32, 6, 6)
         h = h.reshape(b, k, -1).transpose(0, 1)                                 # (K, B, 1152)
         (fw1, fb1), (fw2, fb2), (fw3, fb3) = self.linear
         h = torch.relu(SGDLinear.apply(h, fw1, fb1, self.lr))                   # (K, B, 600)

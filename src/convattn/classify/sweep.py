@@ -9,6 +9,8 @@ runs and resumes unfinished ones (`policy`, common/runs.py).
 At batch 8 a step is a few dozen tiny ops, so one thread per run is faster than OpenMP
 across cores; the cores are used by training the learning rates in parallel processes
 instead (`jobs`). Each run seeds itself, so it gives the same numbers either way.
+`--sweep stacked` trains them as one model stack in one process instead (stacked_run.py):
+the same numbers up to float rounding, one forward/backward pass per step for all.
 """
 
 from __future__ import annotations
