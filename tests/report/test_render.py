@@ -130,8 +130,18 @@ def test_q3_has_the_coco_table_beside_published_results_and_the_border_mass(tmp_
     for method, source, bleu4, cider in study.PUBLISHED_CAPTION:
         assert f"| {method} ({source}) | other papers: other encoders, one run each | — | — | — | " \
                f"{bleu4:.3f} | — | — | {cider:.2f} |" in md
-    assert "| with additive attention (Q3.1b) | 0.640 ± 0.000 | 0.234 | 2.73x | 0.000 |" in md
+    # no sentinel in this run's decoder: a dash, not a measured 0
+    assert "| with additive attention (Q3.1b) | 0.640 ± 0.000 | 0.234 | 2.73x | — |" in md
     assert "| without attention (Q3.1a) | 0." not in md.split("Where the attention looks")[1]
+
+
+def test_q3_shows_the_sentinel_weight_when_the_decoder_has_one(tmp_path, results):
+    summary = results["stages"]["caption"]["summary"]
+    summary["config"]["sentinel"] = True
+    summary["models"]["attention"]["sentinel_weight"] = 0.25
+    write_report(tmp_path, results)
+    md = (tmp_path / "report.md").read_text()
+    assert "| with additive attention (Q3.1b) | 0.640 ± 0.000 | 0.234 | 2.73x | 0.250 |" in md
 
 
 def test_q3_without_the_newer_keys_leaves_those_tables_out(tmp_path, results):

@@ -109,7 +109,8 @@ def _coco_and_border(s: dict) -> dict:
             coco.append({"label": label, **{k: (v["mean"], v["std"]) for k, v in m.items()}})
     border = [{"label": label, "mass": m["border_mass"], "std": m.get("border_mass_std"),
                "area": m["border_area_share"], "ratio": m["border_ratio"],
-               "sentinel": m.get("sentinel_weight") or 0.0}
+               # no sentinel in the decoder: nothing to measure, shown as a dash
+               "sentinel": m.get("sentinel_weight") if (s.get("config") or {}).get("sentinel") else None}
               for name, label in DECODERS.items() if "border_mass" in (m := models.get(name) or {})]
     return {"coco": coco, "published": study.PUBLISHED_CAPTION if coco else [], "border": border}
 
