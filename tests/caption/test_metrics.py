@@ -1,4 +1,5 @@
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -110,3 +111,13 @@ def test_coco_metrics():
     assert perfect["meteor"] is None
     worse = metrics.coco_bleu(refs, ["the cat is on a rug".split(), ["a", "dog"]])
     assert 0 < worse["bleu4"] < worse["bleu3"] < worse["bleu2"] < worse["bleu1"] < 1
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs java on PATH")
+def test_meteor_scorer_is_reused_and_gives_the_same_score_each_time():
+    refs = [[["a", "river", "with", "green", "waters"], ["a", "green", "river"]]]
+    good, bad = [["a", "green", "river"]], [["many", "white", "buildings"]]
+    first = metrics.meteor(refs, good)
+    scorer = metrics._meteor_scorer
+    assert first is not None and metrics.meteor(refs, bad) < first
+    assert metrics.meteor(refs, good) == first and metrics._meteor_scorer is scorer

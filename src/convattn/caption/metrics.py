@@ -27,6 +27,7 @@ over a second on a 2-core machine, paid only where BLEU is computed.
 
 from __future__ import annotations
 
+import atexit
 import math
 import shutil
 import warnings
@@ -123,22 +124,33 @@ def border_mass(alphas: list[np.ndarray], grid) -> dict:
             "sentinel_weight": float(np.mean(1.0 - on_image)), "tokens": int(len(share))}
 
 
+_meteor_scorer = None  # one Java process per Python process: starting one takes seconds
+
+
+def _close_meteor() -> None:
+    global _meteor_scorer
+    scorer, _meteor_scorer = _meteor_scorer, None
+    if scorer is not None:
+        scorer.meteor_p.kill()
+        scorer.meteor_p.wait()
+        for stream in (scorer.meteor_p.stdin, scorer.meteor_p.stdout, scorer.meteor_p.stderr):
+            stream.close()
+
+
 def meteor(references, hypotheses) -> float | None:
-    """METEOR 1.5, or None when Java is absent or the scorer fails (it is optional)."""
+    """METEOR 1.5, or None when Java is absent or the scorer fails (it is optional). The
+    Java scorer starts on the first call and serves every later one (closed at exit)."""
+    global _meteor_scorer
     if shutil.which("java") is None:
         return None
     try:
-        scorer = Meteor()
-        try:
-            score, _ = scorer.compute_score(*_coco_inputs(references, hypotheses))
-        finally:
-            scorer.meteor_p.kill()
-            scorer.meteor_p.wait()
-            scorer.meteor_p.stdin.close()
-            scorer.meteor_p.stdout.close()
-            scorer.meteor_p.stderr.close()
+        if _meteor_scorer is None:
+            _meteor_scorer = Meteor()
+            atexit.register(_close_meteor)
+        score, _ = _meteor_scorer.compute_score(*_coco_inputs(references, hypotheses))
         return float(score)
     except Exception:  # a broken Java install must not lose a finished training run
+        _close_meteor()  # a scorer in an unknown state is not reused
         return None
 
 
