@@ -3,7 +3,8 @@
 Each subcommand lives in its own module, which exposes `register(subparsers)`; that adds
 its parser and sets `func(args) -> int`. Only the module of the subcommand being run is
 imported (the others would load torch, matplotlib and the web stack for nothing); the
-others get a bare parser with their one-line help, which is all `convattn --help` shows.
+others get a bare parser. The one-line help of every subcommand lives here, in
+SUBCOMMANDS: `convattn --help` is the only place it is shown.
 Errors meant for people (UserError) print one line and exit 2; `--debug` shows the
 traceback instead.
 """

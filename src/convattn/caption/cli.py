@@ -23,7 +23,7 @@ from convattn.common.runtime import choose_device
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "caption", help="Q3: remote-sensing image captioning (LSTM decoders, with/without attention)",
+        "caption",
         description="Train LSTM caption decoders without and with additive attention on frozen "
                     "CNN region features of a Karpathy-style dataset; report BLEU-4 (the study's "
                     "metric), corpus BLEU, ROUGE-L, CIDEr-D, over several seeds. "

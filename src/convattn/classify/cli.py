@@ -16,7 +16,7 @@ from convattn.common.runs import add_policy_flags
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "classify", help="Q2: Fashion-MNIST CNN, learning-rate sweep, curves and kernels",
+        "classify",
         description="Train the study's Fashion-MNIST CNN (769,930 parameters) for each "
                     "learning rate, choose the best on dev, report test accuracy, and draw the "
                     "curves and kernels. Writes summary.json, figures/ and runs/*.pt to --out.")

@@ -99,7 +99,7 @@ def download_fashion_mnist(dest: Path | None = None, base_url: str | None = None
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "download", help="download a dataset into the cache, verified by SHA-256",
+        "download",
         description="Download Fashion-MNIST from its official release into "
                     "$CONVATTN_CACHE/fashion-mnist (default ~/.cache/convattn), verifying each "
                     "file's SHA-256. Not needed where the Debian package is installed.")

@@ -135,7 +135,7 @@ def reproduce(args) -> int:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "reproduce", help="run the whole study and write report.md, report.html, results.json",
+        "reproduce",
         description="Run theory, classify and caption with one preset and write the study's "
                     "report. Finished runs are reused and unfinished ones continued "
                     "unless --runs says otherwise.")

@@ -28,7 +28,7 @@ PARALLEL_PER_CORE = 1
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "serve", help="a local web page: caption images, explore the test set, read the report",
+        "serve",
         description="Serve a web page (offline: no CDN) to caption uploaded images with the "
                     "trained decoders (greedy or beam search, top beams, attention maps per word), "
                     "browse the test set's references, captions and per-image scores, and read "

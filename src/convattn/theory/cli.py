@@ -14,7 +14,7 @@ from convattn.theory.stack import parse_input
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "theory", help="Q1 and Q2.1: parameter counts, self-attention algebra, equivariance",
+        "theory",
         description="Answer the study's theory questions by computation. With --stack, "
                     "derive the shapes and parameters of any conv/pool/linear stack; conv and "
                     "pool sizes floor like torch, and the formula says where.")
