@@ -140,3 +140,34 @@ def decode(decoder, features: torch.Tensor, max_steps: int, beam: int = 1):
     if beam <= 1:
         return greedy(decoder, features, max_steps)
     return beam_search(decoder, features, max_steps, beam)
+
+
+def sample(decoder, features: torch.Tensor, max_steps: int, k: int = 1):
+    """Multinomial sampling with gradients, for self-critical training (caption/scst.py).
+
+    features [B, R, C] -> ids [B*K, S <= max_steps], log_probs [B*K, S]: rows b*K .. b*K+K-1
+    are image b's K samples; at each step a word drawn from softmax(logits); a row stops at
+    <end> (later ids <pad>, later log-probs 0). log_probs[i, t] = log p(ids[i, t]) keeps its
+    graph back to the decoder's parameters. The decoder is used as it is: in train mode its
+    dropout is on while sampling (as in Rennie et al.'s and self-critical.pytorch's
+    training), in eval mode off. Works through prepare / init_state / step only; the
+    prepared memory is a dict of batch-first tensors, repeated K times per image as beam
+    search does."""
+    B, device = features.shape[0], features.device
+    memory = {name: v.repeat_interleave(k, dim=0) for name, v in decoder.prepare(features).items()}
+    state = decoder.init_state(memory)
+    words = torch.full((B * k,), START_ID, dtype=torch.long, device=device)
+    done = torch.zeros_like(words, dtype=torch.bool)
+    ids, log_probs = [], []
+    for _ in range(max_steps):
+        logits, state, _ = decoder.step(words, state, memory)
+        logp = logits.log_softmax(dim=-1)                                          # [B*K, V]
+        words = torch.multinomial(logp.detach().exp(), 1).squeeze(1)               # [B*K]
+        token_logp = logp.gather(1, words[:, None]).squeeze(1).masked_fill(done, 0.0)
+        words = words.masked_fill(done, PAD_ID)
+        ids.append(words)
+        log_probs.append(token_logp)
+        done = done | (words == END_ID)
+        if done.all():
+            break
+    return torch.stack(ids, dim=1), torch.stack(log_probs, dim=1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from convattn.caption.decoders import FEATURE_NORMS, MODELS, OUTER_RING
 from convattn.caption.encoders import DEFAULT_ENCODER, DEFAULT_LAYER, ENCODER_LAYERS
+from convattn.caption.scst import BASELINES as SCST_BASELINES
 from convattn.common.config import Config, option, require
 
 # the test images whose captions the study shows (Sydney-Captions file names without suffix)
@@ -60,6 +61,15 @@ class CaptionConfig(Config):
     batch_size: int = option(8, "(image, caption) pairs per batch")
     lr: float = option(4e-4, "Adam learning rate")
     grad_clip: float = option(5.0, "clamp every gradient entry to [-x, x]")
+    # self-critical training (caption/scst.py), a second stage after the cross-entropy epochs;
+    # off (0 epochs) by default, which is the study's training exactly
+    scst_epochs: int = option(0, "self-critical epochs after the cross-entropy ones: reward CIDEr-D "
+                              "against the training references (Rennie et al. 2017); 0 = off")
+    scst_lr: float = option(5e-5, "Adam learning rate of the self-critical epochs (moments reset)")
+    scst_baseline: str = option("mean", "self-critical baseline: mean (of the image's other samples) "
+                                "or greedy (the greedy caption's reward)", choices=SCST_BASELINES)
+    scst_samples: int = option(5, "captions sampled per image in a self-critical batch")
+    scst_batch_size: int = option(10, "images per self-critical batch")
     seed: int = option(42, "first seed", key=False)
     seeds: int = option(5, "seeds per model (seed, seed+1, ...)", key=False)
     # decoding and evaluation
@@ -90,6 +100,11 @@ class CaptionConfig(Config):
         require(0 <= self.dropout < 1, self, "dropout", "must be in [0, 1)")
         require(self.lr > 0, self, "lr", "must be positive")
         require(self.grad_clip > 0, self, "grad_clip", "must be positive")
+        require(self.scst_epochs >= 0, self, "scst_epochs", "must be at least 0 (0 = off)")
+        require(self.scst_lr > 0, self, "scst_lr", "must be positive")
+        require(self.scst_batch_size >= 1, self, "scst_batch_size", "must be at least 1")
+        require(self.scst_samples >= (2 if self.scst_baseline == "mean" else 1), self, "scst_samples",
+                "must be at least 2 with --scst-baseline mean (the others' mean is the baseline), 1 with greedy")
         require(self.attention_reg >= 0, self, "attention_reg", "must be at least 0")
         require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "must be at least 1")
         require(self.bootstrap >= 1, self, "bootstrap", "must be at least 1")

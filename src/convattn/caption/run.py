@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from convattn.caption import metrics
+from convattn.caption import metrics, scst
 from convattn.caption.checkpoint import model_checkpoint
 from convattn.caption.data import Data
 from convattn.caption.decoders import build_decoder
@@ -77,11 +77,24 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
         history["epoch_seconds"].append(time.perf_counter() - t0)
         log(f"{label} epoch {epoch + 1}/{config.epochs}: train loss {loss:.4f}, "
             f"val bleu4 {val:.4f} ({history['epoch_seconds'][-1]:.1f} s)")
-        if best is None or val > best["val_bleu4"]:
-            best = {"model": copy.deepcopy(decoder.state_dict()), "epoch": epoch + 1, "val_bleu4": val}
-            io.save_checkpoint(folder / "best.pt", {"decoder": best["model"], "epoch": best["epoch"]})
-        runs.save_state(folder / "checkpoint.pt", key=key, epoch=epoch + 1, status="running",
-                        history=history, model=decoder, optimizer=optimizer, best=best)
+        best = end_epoch(folder, key, epoch, val, history, decoder, optimizer, best)
+
+    if config.scst_epochs:  # the self-critical stage (caption/scst.py); its epochs continue the count
+        reward, total = scst.training_reward(data), config.epochs + config.scst_epochs
+    for epoch in range(max(start, config.epochs), config.epochs + config.scst_epochs):
+        t0 = time.perf_counter()
+        if epoch == config.epochs:
+            scst.start_stage(optimizer, config)
+        mean_reward = scst.scst_epoch(decoder, optimizer, data, reward, config, epoch, seed, quiet)
+        hyps = caption_split(decoder, data, "val", max_steps)
+        val, val_cider = metrics.bleu4(references, hyps), metrics.cider(references, hyps)
+        for name, value in (("scst_reward", mean_reward), ("val_bleu4", val), ("val_cider", val_cider),
+                            ("epoch_seconds", time.perf_counter() - t0)):
+            history.setdefault(name, []).append(value)
+        log(f"{label} epoch {epoch + 1}/{total} (self-critical): train reward {mean_reward:.4f}, "
+            f"val bleu4 {val:.4f}, val CIDEr {val_cider:.4f} ({history['epoch_seconds'][-1]:.1f} s)")
+        # the best decoder by validation BLEU-4 is chosen over both stages
+        best = end_epoch(folder, key, epoch, val, history, decoder, optimizer, best)
 
     t0 = time.perf_counter()
     io.save_checkpoint(folder / "model.pt", model_checkpoint(decoder, model, data.vocab.words, data.max_len,
@@ -90,15 +103,29 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     result.update(model=model, seed=seed, config=key, train_loss=history["train_loss"],
                   val_bleu4=history["val_bleu4"], epoch_seconds=history["epoch_seconds"],
                   final_val_bleu4=history["val_bleu4"][-1],
+                  **{name: history[name] for name in ("scst_reward", "val_cider") if name in history},
                   seconds=sum(history["epoch_seconds"]) + time.perf_counter() - t0)
-    runs.save_state(folder / "checkpoint.pt", key=key, epoch=config.epochs, status="finished",
-                    history=history, model=decoder, optimizer=optimizer, best=best, result=result)
+    runs.save_state(folder / "checkpoint.pt", key=key, epoch=config.epochs + config.scst_epochs,
+                    status="finished", history=history, model=decoder, optimizer=optimizer, best=best,
+                    result=result)
     io.write_json(folder / "result.json", result)
     border = (f", outer-ring attention {result['border_mass']:.3f} ({result['border_ratio']:.2f}x its area)"
               if "border_mass" in result else "")
     log(f"{label}: test bleu4 {result['test_bleu4']:.4f} (best-by-val {result['test_bleu4_best']:.4f}), "
         f"CIDEr {result['cider']:.3f}{border}, {result['seconds']:.0f} s")
     return result, decoder.eval()
+
+
+def end_epoch(folder: Path, key: dict, epoch: int, val: float, history: dict, decoder, optimizer,
+              best: dict | None) -> dict:
+    """After epoch index `epoch`: keep the decoder when its validation BLEU-4 is the best so
+    far (best.pt), checkpoint the run -> the best so far."""
+    if best is None or val > best["val_bleu4"]:
+        best = {"model": copy.deepcopy(decoder.state_dict()), "epoch": epoch + 1, "val_bleu4": val}
+        io.save_checkpoint(folder / "best.pt", {"decoder": best["model"], "epoch": best["epoch"]})
+    runs.save_state(folder / "checkpoint.pt", key=key, epoch=epoch + 1, status="running",
+                    history=history, model=decoder, optimizer=optimizer, best=best)
+    return best
 
 
 def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: int) -> dict:

@@ -1,0 +1,92 @@
+"""CIDEr-D against a fixed corpus of references: the reward of self-critical training.
+
+    scorer = CiderD(references)          # references[i]: image i's reference token lists
+    scorer.scores(images, captions)      # -> float64 [len(captions)], caption j scored
+                                         #    against the references of image images[j]
+
+The formula is pycocoevalcap's `CiderScorer` (what `metrics.cider` reports, which is
+CIDEr-D): n-grams n = 1..4; each n-gram weighted tf * idf with idf = log(N) - log(max(1,
+df)), N the number of images and df the number of images whose references contain it; per
+n the cosine of the candidate's and one reference's vectors, with the candidate's weights
+clipped at the reference's; a Gaussian length penalty exp(-delta^2 / (2 sigma^2)), sigma =
+6, delta the difference of the two captions' bigram counts (pycocoevalcap's "length" is
+its bigram count, kept here so the numbers agree); mean over n, mean over references, x10.
+
+The difference from `metrics.cider`: the document frequencies come from the corpus given
+here once (for training, the training images' references) and not from the images being
+scored, so a reward does not depend on which images share its batch. Every reference's
+tf-idf vector and norms are computed once in the constructor; scoring a caption is then
+one pass over its n-grams per reference: pure Python, 0.3 ms a caption against Sydney's
+training references (2485 captions in 0.76 s on a busy 2-core machine), 0.5 s to build.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+
+import numpy as np
+
+NGRAMS = 4
+SIGMA = 6.0
+
+
+def ngram_counts(tokens: list[str], n: int = NGRAMS) -> Counter:
+    """tokens -> Counter of every k-gram (a tuple of k tokens), k = 1..n."""
+    counts = Counter()
+    for k in range(1, n + 1):
+        for i in range(len(tokens) - k + 1):
+            counts[tuple(tokens[i:i + k])] += 1
+    return counts
+
+
+class CiderD:
+    """CIDEr-D of candidate captions against per-image references, with the document
+    frequencies of those references (see the module doc)."""
+
+    def __init__(self, references: list[list[list[str]]], n: int = NGRAMS, sigma: float = SIGMA):
+        self.n, self.sigma = n, sigma
+        counts = [[ngram_counts(ref, n) for ref in refs] for refs in references]
+        df = defaultdict(int)
+        for refs in counts:  # one document per image: its references' n-grams, each once
+            for gram in {g for ref in refs for g in ref}:
+                df[gram] += 1
+        self.log_images = math.log(float(len(references)))
+        self.df = dict(df)
+        # per image, per reference: (tf-idf weights {ngram: w}, norms [n], bigram count)
+        self.references = [[self._vector(ref) for ref in refs] for refs in counts]
+
+    def _idf(self, gram: tuple) -> float:
+        return self.log_images - math.log(max(1.0, self.df.get(gram, 0.0)))
+
+    def _vector(self, counts: Counter) -> tuple[dict, list[float], int]:
+        """n-gram counts -> ({ngram: tf * idf}, per-n L2 norms, number of bigrams)."""
+        weights, squares = {}, [0.0] * self.n
+        for gram, tf in counts.items():
+            w = float(tf) * self._idf(gram)
+            weights[gram] = w
+            squares[len(gram) - 1] += w * w
+        bigrams = sum(tf for gram, tf in counts.items() if len(gram) == 2)
+        return weights, [math.sqrt(s) for s in squares], bigrams
+
+    def score(self, image: int, caption: list[str]) -> float:
+        """CIDEr-D of one caption (token list) against the references of image `image`."""
+        weights, norms, length = self._vector(ngram_counts(caption, self.n))
+        refs = self.references[image]
+        total = [0.0] * self.n
+        for ref_weights, ref_norms, ref_length in refs:
+            val = [0.0] * self.n
+            for gram, w in weights.items():
+                r = ref_weights.get(gram)
+                if r is not None:
+                    val[len(gram) - 1] += min(w, r) * r  # the candidate's weight clipped at the reference's
+            penalty = math.e ** (-(float(length - ref_length) ** 2) / (2 * self.sigma ** 2))
+            for k in range(self.n):
+                if norms[k] != 0 and ref_norms[k] != 0:
+                    val[k] /= norms[k] * ref_norms[k]
+                total[k] += val[k] * penalty
+        return sum(total) / self.n / len(refs) * 10.0
+
+    def scores(self, images, captions: list[list[str]]) -> np.ndarray:
+        """images [M] (positions in the references), captions: M token lists -> float64 [M]."""
+        return np.array([self.score(int(i), c) for i, c in zip(images, captions)], dtype=np.float64)
