@@ -28,11 +28,11 @@ def test_one_default_feature_layer():
 @pytest.mark.parametrize("change, message", [
     ({"epochs": 0}, "--epochs 0: must be at least 1"),
     ({"feature_layer": "layer4"}, "--feature-layer layer4: efficientnet-lite0 has head, blocks (or auto)"),
-    ({"models": ("attention", "lstm")}, "--models attention lstm: expected one of no_attention, attention"),
+    ({"models": ("attention", "lstm")}, "--models attention lstm: expected one of no_attention, attention, transformer"),
     ({"attention_act": "gelu"}, "--attention-act gelu: expected one of tanh, relu"),
     ({"image_size": 16}, "--image-size 16: images must be at least 32 pixels"),
     ({"dropout": 1.0}, "--dropout 1: must be in [0, 1)"),
-    ({"models": ()}, "--models : expected no_attention and/or attention"),
+    ({"models": ()}, "--models : expected one or more of no_attention, attention, transformer"),
     ({"attention_reg": -1.0}, "--attention-reg -1: must be at least 0"),
     ({"outer_ring": "crop"}, "--outer-ring crop: expected one of keep, inward"),
 ])

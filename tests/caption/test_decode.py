@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from convattn.caption.decode import beam_search, greedy
-from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention
+from convattn.caption.decode import beam_search, greedy, reorder_state
+from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention, TransformerDecoder
 from convattn.data.captions import END_ID, PAD_ID
 
 B, R, C, V = 5, 4, 16, 12
@@ -10,7 +10,12 @@ B, R, C, V = 5, 4, 16, 12
 
 def make(cls, seed=0):
     torch.manual_seed(seed)
+    if cls is TransformerDecoder:  # R = 4: a 2x2 grid
+        return cls(vocab_size=V, feature_dim=C, model_dim=16, layers=2, heads=2).eval()
     return cls(vocab_size=V, feature_dim=C, embed_dim=8, hidden_dim=10).eval()
+
+
+DECODERS = [DecoderWithoutAttention, DecoderWithAttention, TransformerDecoder]
 
 
 def sequences(ids):
@@ -21,7 +26,7 @@ def sequences(ids):
     return out
 
 
-@pytest.mark.parametrize("cls", [DecoderWithoutAttention, DecoderWithAttention])
+@pytest.mark.parametrize("cls", DECODERS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_beam_one_is_greedy(cls, seed):
     dec = make(cls, seed)
@@ -37,7 +42,7 @@ def test_beam_one_is_greedy(cls, seed):
             torch.testing.assert_close(g_alpha[b, :len(seq)], b_alpha[b, :len(seq)])
 
 
-@pytest.mark.parametrize("cls", [DecoderWithoutAttention, DecoderWithAttention])
+@pytest.mark.parametrize("cls", DECODERS)
 def test_batched_greedy_equals_one_image_at_a_time(cls):
     dec = make(cls)
     feats = torch.randn(B, R, C)
@@ -79,3 +84,30 @@ def test_beam_search_prefers_the_higher_scoring_caption():
     b, _ = beam_search(dec, feats, max_steps=5, beam=2)
     assert sequences(g)[0] == [4, 6, END_ID]
     assert sequences(b)[0] == [5, END_ID]
+
+
+def test_reorder_state_indexes_every_tensor():
+    h, c = torch.arange(6.0).reshape(3, 2), torch.arange(3.0)
+    index = torch.tensor([2, 2, 0])
+    nested = reorder_state(((h, c), [c], {"k": h}), index)
+    assert nested[0][0].tolist() == [[4, 5], [4, 5], [0, 1]] and nested[1][0].tolist() == [2, 2, 0]
+    assert nested[2]["k"].tolist() == nested[0][0].tolist() and type(nested[1]) is list
+
+
+def test_transformer_beam_search_keeps_each_hypothesis_cache():
+    """Beam search reorders the key/value caches with the hypotheses: every returned caption,
+    scored again by teacher forcing, has the log probability the search gave it."""
+    from convattn.caption.decode import beam_search_all
+
+    dec = make(TransformerDecoder)
+    with torch.no_grad():
+        dec.fc.bias[END_ID] += 1.0  # some end early; without reordering the caches this fails
+    feats = torch.randn(4, R, C, generator=torch.Generator().manual_seed(3))
+    for b, hyps in enumerate(beam_search_all(dec, feats, max_steps=7, beam=3)):
+        for hyp in hyps:
+            caption = torch.cat([torch.tensor([1]), hyp["ids"]])[None]        # <start> + ids
+            with torch.no_grad():
+                logits, alphas = dec(feats[b:b + 1], torch.cat([caption, caption[:, :1]], dim=1))
+            logp = logits[0, :len(hyp["ids"])].log_softmax(-1).gather(1, hyp["ids"][:, None]).sum()
+            assert hyp["score"] * len(hyp["ids"]) == pytest.approx(logp.item(), abs=1e-4)
+            torch.testing.assert_close(hyp["alphas"], alphas[0, :len(hyp["ids"])], rtol=1e-4, atol=1e-6)

@@ -169,3 +169,126 @@ def test_doubly_stochastic_loss_is_off_by_default_and_changes_training_when_on(t
         opt = torch.optim.Adam(dec.parameters(), lr=config.lr)
         losses.append(train_one_epoch(dec, opt, data, config, 0, 42))
     assert losses[0] == losses[1] and losses[2] > losses[0]
+
+
+# ---------------------------------------------------------------- the Transformer decoder
+
+def make_transformer(**kw):
+    from convattn.caption.decoders import TransformerDecoder
+
+    torch.manual_seed(0)
+    kw.setdefault("grid", (2, 3))  # R = 6 regions
+    return TransformerDecoder(vocab_size=V, feature_dim=C, model_dim=16, layers=2, heads=4, **kw).eval()
+
+
+def run_steps(dec, features, tokens):
+    """Feed tokens [B, L] one step at a time -> logits [B, L, V], alphas [B, L, R]."""
+    memory = dec.prepare(features)
+    state = dec.init_state(memory)
+    logits, alphas = [], []
+    for t in range(tokens.shape[1]):
+        out, state, alpha = dec.step(tokens[:, t], state, memory)
+        logits.append(out)
+        alphas.append(alpha)
+    return torch.stack(logits, dim=1), torch.stack(alphas, dim=1)
+
+
+def test_transformer_shapes_and_maps():
+    dec = make_transformer()
+    features, caps = torch.randn(B, R, C), captions()
+    logits, alphas = dec(features, caps)
+    assert logits.shape == (B, T - 1, V) and alphas.shape == (B, T - 1, R)
+    torch.testing.assert_close(alphas.sum(-1), torch.ones(B, T - 1))
+    maps = dec.layer_attention(features, caps)
+    assert maps.shape == (B, 2, T - 1, R)
+    torch.testing.assert_close(maps[:, -1], alphas)         # alpha is the last layer's map
+    assert not torch.allclose(maps[:, 0], maps[:, 1])        # and the layers' maps differ
+    memory = dec.prepare(features)
+    logits, state, alpha = dec.step(torch.tensor([START_ID] * B), dec.init_state(memory), memory)
+    assert logits.shape == (B, V) and alpha.shape == (B, R) and len(state) == 2
+    assert state[0][0].shape == (B, 4, 1, 4)                 # the cache holds one word per layer
+
+
+def test_transformer_is_causal():
+    """Changing a later word never changes the logits or maps of earlier positions."""
+    dec = make_transformer()
+    features, caps = torch.randn(B, R, C), captions()
+    changed = caps.clone()
+    changed[:, 4] = (changed[:, 4] + 1) % V
+    with torch.no_grad():
+        (l1, a1), (l2, a2) = dec(features, caps), dec(features, changed)
+    torch.testing.assert_close(l1[:, :4], l2[:, :4], rtol=0, atol=0)
+    torch.testing.assert_close(a1[:, :4], a2[:, :4], rtol=0, atol=0)
+    assert not torch.allclose(l1[:, 4], l2[:, 4])
+
+
+def test_transformer_steps_equal_teacher_forcing():
+    """Decoding step by step (key/value cache) computes what one teacher-forced pass does."""
+    dec = make_transformer()
+    features, caps = torch.randn(B, R, C), captions()
+    with torch.no_grad():
+        logits, alphas = dec(features, caps)
+        step_logits, step_alphas = run_steps(dec, features, caps[:, :-1])
+    torch.testing.assert_close(step_logits, logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(step_alphas, alphas, rtol=1e-4, atol=1e-6)
+
+
+def test_transformer_reads_where_regions_are():
+    """The 2-D positional encodings make the regions' order matter: the same features on
+    another grid position give other logits (without them attention is order-blind)."""
+    from convattn.caption.decoders import grid_encoding
+
+    dec = make_transformer()
+    features, caps = torch.randn(B, R, C), captions()
+    shuffled = features[:, torch.tensor([5, 4, 3, 2, 1, 0])]
+    with torch.no_grad():
+        assert not torch.allclose(dec(features, caps)[0], dec(shuffled, caps)[0], atol=1e-4)
+    pe = grid_encoding((2, 3), 16)
+    assert pe.shape == (6, 16)
+    torch.testing.assert_close(pe[0, :8], pe[2, :8])          # same row: same row half
+    torch.testing.assert_close(pe[0, 8:], pe[3, 8:])          # same column: same column half
+    assert not torch.allclose(pe[0], pe[4])
+    # an image of another shape: its grid is given, else R must be the training grid or square
+    with torch.no_grad():
+        assert dec.prepare(torch.randn(1, 12, C), grid=(3, 4))["keys"].shape == (1, 2, 4, 12, 4)
+    with pytest.raises(ValueError, match="12 regions"):
+        dec.prepare(torch.randn(1, 12, C))
+
+
+def test_transformer_steps_are_differentiable():
+    """Self-critical training backpropagates through step: gradients reach the parameters."""
+    dec = make_transformer().train()
+    features = torch.randn(B, R, C)
+    logits, _ = run_steps(dec, features, captions()[:, :4])
+    logits.log_softmax(-1).max(-1).values.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in dec.parameters())
+
+
+def test_transformer_gradients_reach_every_parameter():
+    dec = make_transformer().train()
+    logits, _ = dec(torch.randn(B, R, C), captions())
+    logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in dec.parameters())
+
+
+def test_transformer_region_options_apply():
+    dec = make_transformer(outer_ring="inward", feature_norm="l2", grid=(4, 4))
+    features = torch.randn(B, 16, C)
+    expected = dec.region_features(features)
+    norms = expected.norm(dim=-1)
+    torch.testing.assert_close(norms, torch.full_like(norms, C ** 0.5), rtol=1e-3, atol=1e-3)
+    inner = expected.reshape(B, 4, 4, C)
+    torch.testing.assert_close(inner[:, 0, 0], inner[:, 1, 1])   # the corner read from inside
+
+
+def test_build_decoder_makes_each_model_from_the_config():
+    from convattn.caption.decoders import MODELS, TransformerDecoder, build_decoder
+    from convattn.caption.presets import HOMEWORK
+
+    config = HOMEWORK.replace(models=("transformer",), model_dim=32, layers=3, heads=8, transformer_dropout=0.2)
+    dec = build_decoder("transformer", V, C, config, grid=[2, 3])
+    assert isinstance(dec, TransformerDecoder) and dec.grid == (2, 3)
+    assert (dec.model_dim, len(dec.layers), dec.heads, dec.dropout.p) == (32, 3, 8, 0.2)
+    assert set(MODELS) == {"no_attention", "attention", "transformer"}
+    assert HOMEWORK.models == ("no_attention", "attention")   # the study's two by default
+    assert type(build_decoder("attention", V, C, HOMEWORK)) is DecoderWithAttention

@@ -15,12 +15,13 @@ from convattn.data.captions import END_ID, PAD_ID, START_ID
 
 
 @torch.no_grad()
-def greedy(decoder, features: torch.Tensor, max_steps: int):
+def greedy(decoder, features: torch.Tensor, max_steps: int, grid=None):
     """features [B, R, C] -> ids [B, S <= max_steps], alphas [B, S, R] or None.
-    At each step the most probable word; a row stops at <end> (later ids are <pad>)."""
+    At each step the most probable word; a row stops at <end> (later ids are <pad>).
+    grid: the features' (H', W') when it may not be the training grid (decoder.prepare)."""
     was_training = decoder.training
     decoder.eval()
-    memory = decoder.prepare(features)
+    memory = decoder.prepare(features, grid)
     state = decoder.init_state(memory)
     words = torch.full((features.shape[0],), START_ID, dtype=torch.long, device=features.device)
     done = torch.zeros_like(words, dtype=torch.bool)
@@ -37,8 +38,19 @@ def greedy(decoder, features: torch.Tensor, max_steps: int):
     return torch.stack(ids, dim=1), (torch.stack(alphas, dim=1) if decoder.uses_attention else None)
 
 
+def reorder_state(state, index: torch.Tensor):
+    """A decoder state of batch-first tensors (a tensor, or tuples, lists and dicts of them,
+    nested: the LSTMs' (h, c), the Transformer's per-layer key/value caches) with every
+    tensor's rows taken in `index` [N] order."""
+    if isinstance(state, torch.Tensor):
+        return state[index]
+    if isinstance(state, dict):
+        return {k: reorder_state(v, index) for k, v in state.items()}
+    return type(state)(reorder_state(s, index) for s in state)
+
+
 @torch.no_grad()
-def _search(decoder, features: torch.Tensor, max_steps: int, beam: int):
+def _search(decoder, features: torch.Tensor, max_steps: int, beam: int, grid=None):
     """The beam search loop shared by beam_search and beam_search_all.
 
     -> ended (per image, a list of (length-normalised score, ids [S_i], alphas [S_i, R] or
@@ -47,8 +59,8 @@ def _search(decoder, features: torch.Tensor, max_steps: int, beam: int):
     was_training = decoder.training
     decoder.eval()
     B, K, device = features.shape[0], beam, features.device
-    memory = {k: v.repeat_interleave(K, dim=0) for k, v in decoder.prepare(features).items()}
-    state = decoder.init_state(memory)                               # (h, c) [B*K, H]
+    memory = {k: v.repeat_interleave(K, dim=0) for k, v in decoder.prepare(features, grid).items()}
+    state = decoder.init_state(memory)                               # e.g. (h, c) [B*K, H]
     words = torch.full((B * K,), START_ID, dtype=torch.long, device=device)
     # only beam 0 is live at the start: the K copies would otherwise propose the same words
     scores = torch.full((B, K), float("-inf"), device=device)
@@ -66,7 +78,7 @@ def _search(decoder, features: torch.Tensor, max_steps: int, beam: int):
         top, flat = total.topk(K, dim=1)                              # [B, K]
         source = (torch.arange(B, device=device)[:, None] * K + flat // V).view(-1)
         words = (flat % V).view(-1)                                   # [B*K]
-        state = (state[0][source], state[1][source])
+        state = reorder_state(state, source)
         seqs = torch.cat([seqs[source], words[:, None]], dim=1)
         if alpha is not None:
             step_alpha = alpha[source][:, None]
@@ -88,7 +100,7 @@ def _search(decoder, features: torch.Tensor, max_steps: int, beam: int):
 
 
 @torch.no_grad()
-def beam_search(decoder, features: torch.Tensor, max_steps: int, beam: int = 3):
+def beam_search(decoder, features: torch.Tensor, max_steps: int, beam: int = 3, grid=None):
     """Batched beam search. features [B, R, C] -> ids [B, S], alphas [B, S, R] or None.
 
     Each image keeps `beam` live hypotheses; one that emits <end> is set aside and the
@@ -98,7 +110,7 @@ def beam_search(decoder, features: torch.Tensor, max_steps: int, beam: int = 3):
     gets its best live hypothesis by the same measure, so the search never fails. With
     beam=1 this is exactly greedy decoding.
     """
-    ended, scores, seqs, hist = _search(decoder, features, max_steps, beam)
+    ended, scores, seqs, hist = _search(decoder, features, max_steps, beam, grid)
     B, K, device = features.shape[0], beam, features.device
     ids = torch.full((B, seqs.shape[1]), PAD_ID, dtype=torch.long, device=device)
     out_alpha = None if hist is None else torch.zeros((B, seqs.shape[1], hist.shape[2]), device=device)
@@ -115,13 +127,14 @@ def beam_search(decoder, features: torch.Tensor, max_steps: int, beam: int = 3):
 
 
 @torch.no_grad()
-def beam_search_all(decoder, features: torch.Tensor, max_steps: int, beam: int = 3) -> list[list[dict]]:
+def beam_search_all(decoder, features: torch.Tensor, max_steps: int, beam: int = 3,
+                    grid=None) -> list[list[dict]]:
     """The same search as beam_search, keeping every finished hypothesis: for each image,
     up to `beam` dicts {score, ids [S_i] (words then <end>), alphas [S_i, R] or None,
     ended}, best first. score is the length-normalised log probability beam_search ranks
     by. Ended hypotheses come first; live ones (cut at max_steps) fill the list only when
     fewer than `beam` ended, so the first entry is always beam_search's answer."""
-    ended, scores, seqs, hist = _search(decoder, features, max_steps, beam)
+    ended, scores, seqs, hist = _search(decoder, features, max_steps, beam, grid)
     out = []
     for b in range(features.shape[0]):
         done = sorted(ended[b], key=lambda item: -item[0])
@@ -135,11 +148,11 @@ def beam_search_all(decoder, features: torch.Tensor, max_steps: int, beam: int =
     return out
 
 
-def decode(decoder, features: torch.Tensor, max_steps: int, beam: int = 1):
+def decode(decoder, features: torch.Tensor, max_steps: int, beam: int = 1, grid=None):
     """Greedy for beam <= 1, beam search otherwise."""
     if beam <= 1:
-        return greedy(decoder, features, max_steps)
-    return beam_search(decoder, features, max_steps, beam)
+        return greedy(decoder, features, max_steps, grid)
+    return beam_search(decoder, features, max_steps, beam, grid)
 
 
 def sample(decoder, features: torch.Tensor, max_steps: int, k: int = 1):

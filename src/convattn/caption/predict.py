@@ -27,7 +27,7 @@ def predict(model_path, images: list, device, beam: int = 1, attention_maps=None
     out = []
     for path in images:
         [features], [grid] = image_features([path], spec, device, encoder)
-        ids, alphas = decode(decoder, features[None], steps, beam)
+        ids, alphas = decode(decoder, features[None], steps, beam, grid)
         words = vocab.decode(ids[0].tolist())
         out.append((str(path), " ".join(words)))
         if attention_maps is not None and alphas is not None:

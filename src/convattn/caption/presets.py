@@ -35,14 +35,20 @@ class CaptionConfig(Config):
                                 "train one seed on each and keep the best on validation BLEU-4")
     image_size: int | None = option(None, "resize images to NxN first (None: each at its own size)")
     # decoders (README, "What it measured"; the study's Q3.1a and Q3.1b)
-    models: tuple[str, ...] = option(tuple(MODELS), "decoders to train", choices=tuple(MODELS),
-                                     key=False)
+    models: tuple[str, ...] = option(("no_attention", "attention"), "decoders to train (the study's "
+                                     "two LSTMs by default; transformer: a Transformer decoder)",
+                                     choices=tuple(MODELS), key=False)
     embed_dim: int = option(100, "word embedding size")
     hidden_dim: int = option(256, "LSTM hidden size")
     attention_dim: int = option(100, "additive attention size")
     attention_act: str = option("tanh", "attention nonlinearity: tanh (Show-Attend-Tell), or relu "
                                 "(the study's)", choices=("tanh", "relu"))
     dropout: float = option(0.5, "dropout on the LSTM output")
+    # the transformer decoder (--models transformer); the LSTMs ignore these
+    model_dim: int = option(256, "transformer: model width (word and region vectors)")
+    layers: int = option(2, "transformer: decoder layers")
+    heads: int = option(4, "transformer: attention heads (must divide --model-dim)")
+    transformer_dropout: float = option(0.1, "transformer: dropout on embeddings and residual branches")
     # remedies for attention resting on the grid's outer ring (README, "Attention on the
     # border"); each off by default, which is the study's decoder exactly
     outer_ring: str = option("keep", "features of the grid's outer ring: keep, or inward (each replaced "
@@ -93,11 +99,15 @@ class CaptionConfig(Config):
                 f"{self.encoder} has {', '.join(layers)} (or auto)")
         require(self.image_size is None or self.image_size >= 32, self, "image_size",
                 "images must be at least 32 pixels")
-        require(bool(self.models), self, "models", f"expected {' and/or '.join(MODELS)}")
+        require(bool(self.models), self, "models", f"expected one or more of {', '.join(MODELS)}")
         for name in ("embed_dim", "hidden_dim", "attention_dim", "epochs", "batch_size", "seeds",
-                     "beam", "threads"):
+                     "beam", "threads", "model_dim", "layers", "heads"):
             require(getattr(self, name) >= 1, self, name, "must be at least 1")
         require(0 <= self.dropout < 1, self, "dropout", "must be in [0, 1)")
+        require(0 <= self.transformer_dropout < 1, self, "transformer_dropout", "must be in [0, 1)")
+        # the 2-D positional encoding gives sin and cos of the row and of the column
+        require(self.model_dim % 4 == 0, self, "model_dim", "must be a multiple of 4")
+        require(self.model_dim % self.heads == 0, self, "heads", f"must divide --model-dim {self.model_dim}")
         require(self.lr > 0, self, "lr", "must be positive")
         require(self.grad_clip > 0, self, "grad_clip", "must be positive")
         require(self.scst_epochs >= 0, self, "scst_epochs", "must be at least 0 (0 = off)")

@@ -178,10 +178,10 @@ class ModelStore:
             features = f.flatten(2).transpose(1, 2).float().contiguous()     # [1, R, C]
             encoded = self.clock()
             if beam <= 1:
-                ids, alphas = greedy(model.decoder, features, model.steps)
+                ids, alphas = greedy(model.decoder, features, model.steps, grid)
                 hyps = [{"ids": ids[0], "alphas": None if alphas is None else alphas[0]}]
             else:
-                hyps = beam_search_all(model.decoder, features, model.steps, beam)[0]
+                hyps = beam_search_all(model.decoder, features, model.steps, beam, grid)[0]
             decoded = self.clock()
         best = hyps[0]
         words = model.vocab.decode(best["ids"].tolist())
