@@ -292,3 +292,31 @@ def test_build_decoder_makes_each_model_from_the_config():
     assert set(MODELS) == {"no_attention", "attention", "transformer"}
     assert HOMEWORK.models == ("no_attention", "attention")   # the study's two by default
     assert type(build_decoder("attention", V, C, HOMEWORK)) is DecoderWithAttention
+
+
+def test_transformer_end_to_end(tiny_data, tmp_path, capsys):
+    """`convattn caption --models attention transformer` trains both, scores them, draws each
+    one's attention maps (the LSTM's where they always were) and writes a transformer
+    model.pt that `caption predict` rebuilds from its config."""
+    import json
+
+    from convattn.caption.predict import predict
+    from convattn.caption.run import run_dir
+    from convattn.cli import main
+
+    assert main(["caption", "--data", str(tiny_data), "--out", str(tmp_path), "--preset", "smoke",
+                 "--models", "attention", "transformer", "--model-dim", "32", "--heads", "2", "--device", "cpu",
+                 "--quiet"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    m = summary["models"]["transformer"]
+    assert set(summary["models"]) == {"attention", "transformer"} and isinstance(m["test_bleu4"], float)
+    assert 0 <= m["border_mass"] <= 1 and set(m["coco"]) >= {"bleu4", "cider"}
+    figures = summary["figures"]
+    assert figures["attention"] == {name: f"figures/attention_{name}.png" for name in ("219", "540", "357")}
+    assert figures["attention_models"]["attention"] == figures["attention"]
+    for name, rel in figures["attention_models"]["transformer"].items():
+        assert rel == f"figures/attention_{name}_transformer.png" and (tmp_path / rel).stat().st_size > 1000
+    model_pt = run_dir(tmp_path, "blocks", "transformer", 42) / "model.pt"
+    image = next((tiny_data / "images").iterdir())
+    [(path, caption)] = predict(model_pt, [image], "cpu", beam=2, attention_maps=tmp_path / "maps")
+    assert path == str(image) and (tmp_path / "maps" / f"{image.stem}.png").stat().st_size > 1000

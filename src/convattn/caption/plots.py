@@ -4,6 +4,7 @@ run decoded for the shown images. Nothing here loads a model or decodes.
     figures/curves_<model>.png     training loss and validation BLEU-4 per epoch, every seed
     figures/captions.png           the shown images beside generated and reference captions
     figures/attention_<name>.png   attention model: one heat-map over the image per word
+    figures/attention_<name>_<model>.png   the same for each further attention model (transformer)
 
 A shown image is a dict: {"name", "image": uint8 or float [H, W, 3], "references": [text],
 "generated": {model: [words]}, "tokens": {model: [S generated tokens]}, "attention":
@@ -22,7 +23,8 @@ from PIL import Image
 
 from convattn.common import io
 
-TITLES = {"no_attention": "without attention (Q3.1a)", "attention": "with attention (Q3.1b)"}
+TITLES = {"no_attention": "without attention (Q3.1a)", "attention": "with attention (Q3.1b)",
+          "transformer": "Transformer (cross-attention, last layer, mean of heads)"}
 
 
 def plot_curves(model_summary: dict, model: str, path: Path) -> None:
@@ -110,9 +112,11 @@ def plot_attention(image: np.ndarray, words: list[str], alphas: np.ndarray, grid
 
 def draw_all(summary: dict, shown: list[dict], grid, out_dir) -> dict:
     """Every figure of a run -> {"curves": {model: path}, "captions": path,
-    "attention": {image name: path}}, paths relative to out_dir."""
+    "attention": {image name: path}, "attention_models": {model: {image name: path}}}, paths
+    relative to out_dir. "attention" holds the LSTM attention model's maps (the study's), or
+    the first attention model's when it was not trained."""
     out_dir = Path(out_dir)
-    figures = {"curves": {}, "attention": {}}
+    figures = {"curves": {}, "attention": {}, "attention_models": {}}
     for model, model_summary in summary["models"].items():
         rel = f"figures/curves_{model}.png"
         plot_curves(model_summary, model, out_dir / rel)
@@ -120,12 +124,17 @@ def draw_all(summary: dict, shown: list[dict], grid, out_dir) -> dict:
     if not shown:
         return figures
     for row in shown:
+        first = "attention" if "attention" in row["attention"] else next(iter(row["attention"]), None)
         for model, alphas in row["attention"].items():
-            rel = f"figures/attention_{row['name']}.png"
+            rel = f"figures/attention_{row['name']}.png" if model == first else \
+                f"figures/attention_{row['name']}_{model}.png"
+            label = "" if model == "attention" else f" ({TITLES.get(model, model)})"
             plot_attention(row["image"], row["tokens"][model], alphas, grid,
                            f"{row['name']}: attention over the {grid[0]}x{grid[1]} regions for each "
-                           f"generated word (uniform would be {1 / alphas.shape[1]:.3f})", out_dir / rel)
-            figures["attention"][row["name"]] = rel
+                           f"generated word{label} (uniform would be {1 / alphas.shape[1]:.3f})", out_dir / rel)
+            figures["attention_models"].setdefault(model, {})[row["name"]] = rel
+            if model == first:
+                figures["attention"][row["name"]] = rel
     plot_captions(shown, out_dir / "figures/captions.png")
     figures["captions"] = "figures/captions.png"
     return figures
