@@ -1,6 +1,7 @@
 """`convattn caption`: train and evaluate; `convattn caption predict`: caption image files.
 
     convattn caption --data DIR [--preset homework|fast|smoke] [--out DIR] [--runs POLICY] [flags]
+    torchrun --nproc-per-node N -m convattn caption ...   (or caption --nproc N: data parallel)
     convattn caption predict --model RUN/model.pt IMAGE... [--beam K] [--attention-maps DIR]
 
 Every training flag overrides one field of the preset (caption/presets.py); --help lists
@@ -10,12 +11,14 @@ each preset's value.
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 from convattn.caption.encoders import DEFAULT_LAYER, ENCODER_LAYERS
 from convattn.caption.experiment import run
 from convattn.caption.predict import predict
 from convattn.caption.presets import PRESETS, CaptionConfig
-from convattn.common.config import add_flags, from_args
+from convattn.common import distributed
+from convattn.common.config import add_flags, flag_of, from_args
 from convattn.common.errors import UserError
 from convattn.common.runs import add_policy_flags
 from convattn.common.runtime import choose_device
@@ -36,6 +39,12 @@ def register(subparsers) -> None:
     add_flags(parser, CaptionConfig, PRESETS, "training and evaluation (each help ends with every preset's value)",
               skip=("preset",))
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="train data parallel in N processes on this machine, as `torchrun "
+                             "--nproc-per-node N -m convattn caption ...` does (gloo on CPU, NCCL on "
+                             "GPUs, one GPU each); --batch-size stays the global batch, split over "
+                             "the processes; not under torchrun, which reads it as its own "
+                             "--nproc-per-node (default: 1)")
     add_policy_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_train)
@@ -67,11 +76,41 @@ def _train(args) -> int:
     if not args.data:
         raise UserError("caption: --data DIR is required (a folder with dataset.json and images/); "
                         "see `convattn caption --help`")
-    summary = run(config_from_args(args), args.data, args.out, device=args.device, quiet=args.quiet,
+    config = config_from_args(args)  # bad flags fail here, before any process starts
+    if args.nproc < 1:
+        raise UserError(f"--nproc {args.nproc}: must be at least 1 (1 = this process alone)")
+    if args.nproc > 1 and not distributed.launched():
+        distributed.launch(args.nproc, worker_argv(args))
+        return 0
+    summary = run(config, args.data, args.out, device=args.device, quiet=args.quiet,
                   policy=args.runs, images_dir=args.images)
+    if summary is None:  # a data-parallel rank other than 0: rank 0 prints
+        return 0
     print(format_table(summary))
     print(f"summary: {args.out}/summary.json")
     return 0
+
+
+def worker_argv(args) -> list[str]:
+    """The command line, after `python -m convattn`, that each --nproc process runs: the
+    flags that were given, rebuilt from `args` (so it works however main() was called).
+    Not --nproc itself: torchrun's parser reads it as its own --nproc-per-node."""
+    argv = ["--debug"] if args.debug else []
+    argv += ["caption", f"--data={args.data}", f"--out={args.out}", f"--preset={args.preset}",
+             f"--device={args.device}", f"--runs={args.runs}"]
+    argv += [f"--images={args.images}"] if args.images else []
+    argv += ["--quiet"] if args.quiet else []
+    for f in fields(CaptionConfig):
+        value, flag = getattr(args, f.name, None), flag_of(CaptionConfig, f.name)
+        if f.name == "preset" or value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        else:
+            argv.append(f"{flag}={value}")
+    return argv
 
 
 def format_table(summary: dict) -> str:

@@ -25,7 +25,7 @@ from convattn.caption.features import region_features
 from convattn.caption.loop import caption_images
 from convattn.caption.presets import STUDY_SHOWN, CaptionConfig
 from convattn.caption.run import train_run
-from convattn.common import io, runs
+from convattn.common import distributed, io, runs
 from convattn.common.errors import UserError
 from convattn.common.progress import log
 from convattn.common.runtime import choose_device, environment, torch_threads
@@ -47,10 +47,14 @@ BORDER = ("border_mass", "border_area_share", "border_ratio", "sentinel_weight")
 
 def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool = False,
         policy: str = "resume", images_dir=None) -> dict:
-    """Train and evaluate every (model, seed), write summary.json and the figures -> summary."""
+    """Train and evaluate every (model, seed), write summary.json and the figures -> summary
+    (None on the ranks other than 0 of a data-parallel run)."""
     runs.check_policy(policy)
     started = time.perf_counter()
     device = choose_device(device) if isinstance(device, str) else device
+    # under torchrun: join the process group; rank 0 alone shows progress, scores and writes
+    device = distributed.init(device)
+    quiet = quiet or not distributed.is_main()
     out_dir = Path(out_dir)
     dataset = load_dataset(data_dir, images_dir)
     shown_images = choose_shown(dataset, config.show)
@@ -82,6 +86,8 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
         else:
             layer = config.feature_layer
         spec, data, trained = train_layer(layer, seeds)
+        if not distributed.is_main():
+            return None
         results = {m: [result for result, _ in pairs] for m, pairs in trained.items()}
         max_steps = config.max_steps or data.max_len
         generated = {m: caption_images(pairs[0][1], data, shown_images, max_steps, config.beam)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from convattn.caption.encoders import EncoderSpec, build_encoder, check_spec, load_image, weights_fingerprint
-from convattn.common import io
+from convattn.common import distributed, io
 from convattn.common.errors import UserError
 from convattn.common.progress import log, progress
 from convattn.common.runtime import cache_dir
@@ -69,47 +69,81 @@ def region_features(dataset: CaptionDataset, spec: EncoderSpec, device: torch.de
     key = cache_key(dataset, spec)
     folder = cache_folder(key)
     meta_path, array_path = folder / "meta.json", folder / "features.npy"
+    cached = None
     if meta_path.is_file() and array_path.is_file():
         meta = io.read_json(meta_path)
         if meta.get("key") == key:
-            features = np.load(array_path, mmap_mode="r")
-            return features, tuple(meta["grid"]), {"cached": True, "folder": str(folder),
-                                                   "seconds": meta["seconds"],
-                                                   "images_per_s": meta["images_per_s"]}
+            cached = (np.load(array_path, mmap_mode="r"), tuple(meta["grid"]),
+                      {"cached": True, "folder": str(folder), "seconds": meta["seconds"],
+                       "images_per_s": meta["images_per_s"]})
+    # data parallel: extract only where no rank has the cache (each machine has its own)
+    if distributed.all_true(cached is not None):
+        return cached
 
     encoder = build_encoder(spec).to(device)
     # channels-last memory layout: ~1.5x faster convolutions on CPU, identical values
     encoder = encoder.to(memory_format=torch.channels_last)
     n = len(dataset.images)
     start = time.perf_counter()
-    with io.atomic_path(array_path) as tmp:
-        out = None
-        bar = progress(total=n, desc=f"features {spec.name}/{spec.layer}", unit="img", quiet=quiet)
-        with torch.inference_mode():
-            for lo in range(0, n, batch_size):
-                batch = [load_image(dataset.path(im), spec.image_size)
-                         for im in dataset.images[lo:lo + batch_size]]
-                x = torch.stack(batch).to(device).contiguous(memory_format=torch.channels_last)
-                f = encoder(x)                                   # [B, C, H', W']
+    if distributed.size() > 1:
+        grid = extract_shared(encoder, dataset, spec, device, array_path, batch_size, quiet)
+    else:
+        with io.atomic_path(array_path) as tmp:
+            out = None
+            bar = progress(total=n, desc=f"features {spec.name}/{spec.layer}", unit="img", quiet=quiet)
+            for lo, f in encode(encoder, dataset, spec, device, range(n), batch_size):
                 grid = tuple(f.shape[2:])
                 f = f.flatten(2).transpose(1, 2)                 # [B, R, C]
                 if out is None:
                     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
                                                     shape=(n, f.shape[1], f.shape[2]))
-                out[lo:lo + len(batch)] = f.float().cpu().numpy().astype(np.float16)
-                bar.update(len(batch))
-        bar.close()
-        out.flush()
-        del out
+                out[lo:lo + len(f)] = f.float().cpu().numpy().astype(np.float16)
+                bar.update(len(f))
+            bar.close()
+            out.flush()
+            del out
     seconds = time.perf_counter() - start
     meta = {"key": key, "spec": asdict(spec), "grid": list(grid), "images": n,
             "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2)}
-    io.write_json(meta_path, meta)
+    if distributed.is_local_main():
+        io.write_json(meta_path, meta)
+    distributed.barrier()  # the cache is complete on every machine before anyone reads it
     log(f"features: {n} images through {spec.name}/{spec.layer} in {seconds:.1f} s "
         f"({n / seconds:.1f} images/s), grid {grid[0]}x{grid[1]}, cached in {folder}")
     features = np.load(array_path, mmap_mode="r")
     return features, grid, {"cached": False, "folder": str(folder), "seconds": round(seconds, 2),
                             "images_per_s": round(n / seconds, 2)}
+
+
+def encode(encoder, dataset: CaptionDataset, spec: EncoderSpec, device, rows: range, batch_size: int):
+    """-> (first row, encoder output [B, C, H', W']) for the images of `rows`, in batches."""
+    with torch.inference_mode():
+        for lo in range(rows.start, rows.stop, batch_size):
+            batch = [load_image(dataset.path(im), spec.image_size)
+                     for im in dataset.images[lo:min(lo + batch_size, rows.stop)]]
+            x = torch.stack(batch).to(device).contiguous(memory_format=torch.channels_last)
+            yield lo, encoder(x)
+
+
+def extract_shared(encoder, dataset: CaptionDataset, spec: EncoderSpec, device, array_path: Path,
+                   batch_size: int, quiet: bool) -> tuple[int, int]:
+    """Data parallel: each rank encodes its contiguous share of the images (the same
+    per-image computation as one process, so the same bytes), every rank receives all
+    shares, and the first rank of each machine writes features.npy atomically -> the grid."""
+    rows = distributed.rows(len(dataset.images))
+    parts, grid = [], None
+    bar = progress(total=len(rows), desc=f"features {spec.name}/{spec.layer}", unit="img", quiet=quiet)
+    for _, f in encode(encoder, dataset, spec, device, rows, batch_size):
+        grid = tuple(f.shape[2:])
+        parts.append(f.flatten(2).transpose(1, 2).float().cpu().numpy().astype(np.float16))  # [B, R, C]
+        bar.update(len(f))
+    bar.close()
+    shares = distributed.all_gather((grid, parts))
+    grid = next(g for g, _ in shares if g is not None)
+    if distributed.is_local_main():
+        with io.atomic_path(array_path) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.concatenate([p for _, ps in shares for p in ps]), allow_pickle=False)
+    return grid
 
 
 def image_features(paths: list, spec: EncoderSpec, device: torch.device, encoder=None):

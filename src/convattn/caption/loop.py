@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from convattn.caption.data import Data
 from convattn.caption.decode import decode
+from convattn.common import distributed
 from convattn.common.progress import progress
 from convattn.data.captions import END_ID, PAD_ID, CaptionImage
 
@@ -28,24 +29,49 @@ def train_one_epoch(decoder, optimizer, data: Data, config, epoch: int, seed: in
     order = order.to(data.train_images.device)
     losses = []
     bar = progress(total=len(order), desc=f"epoch {epoch + 1}/{config.epochs}", unit="caption", quiet=quiet)
+    ranks = distributed.size()
     for lo in range(0, len(order), config.batch_size):
         batch = order[lo:lo + config.batch_size]
-        captions = data.train_captions[batch]                        # [B, max_len]
+        # data parallel: this rank's slice of the global batch; a rank the last batch is too
+        # small for runs one pair with weight 0, so that it still joins the gradient all-reduce
+        pairs = distributed.shard(batch)
+        weight = 1.0 if len(pairs) else 0.0
+        pairs = pairs if len(pairs) else batch[:1]
+        captions = data.train_captions[pairs]                        # [B, max_len]
         length = int((captions != PAD_ID).sum(1).max())
         captions = captions[:, :length]                              # no steps over pure padding
-        logits, alphas = decoder(data.region_features(data.train_images[batch]), captions)  # [B, T-1, V]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), captions[:, 1:].reshape(-1),
-                               ignore_index=PAD_ID)
-        if config.attention_reg > 0 and alphas is not None:  # off: the study's loss, untouched
-            loss = loss + config.attention_reg * attention_penalty(alphas, captions[:, 1:] != PAD_ID)
+        logits, alphas = decoder(data.region_features(data.train_images[pairs]), captions)  # [B, T-1, V]
+        if ranks == 1:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), captions[:, 1:].reshape(-1),
+                                   ignore_index=PAD_ID)
+            if config.attention_reg > 0 and alphas is not None:  # off: the study's loss, untouched
+                loss = loss + config.attention_reg * attention_penalty(alphas, captions[:, 1:] != PAD_ID)
+        else:
+            tokens = int((data.train_captions[batch, 1:] != PAD_ID).sum())
+            loss = weight * shard_loss(logits, alphas, captions[:, 1:], tokens, len(pairs) / len(batch), config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_value_(decoder.parameters(), config.grad_clip)
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(loss.item() / ranks)  # data parallel: summed over ranks below
         bar.update(len(batch))
     bar.close()
-    return float(np.mean(losses))
+    return float(np.mean(distributed.sum_over_ranks(losses)))
+
+
+def shard_loss(logits: torch.Tensor, alphas, targets: torch.Tensor, tokens: int, share: float,
+               config) -> torch.Tensor:
+    """One rank's part of a data-parallel batch's loss: logits [b, T-1, V] and targets
+    [b, T-1] of its b pairs, `tokens` the non-<pad> targets of the whole global batch,
+    `share` = b / B. Cross-entropy summed over the rank's tokens over the global count (and
+    the attention penalty weighted by b / B), so the ranks' parts add up to the one-process
+    loss of the global batch, not a mean of per-rank means (ranks hold different numbers
+    of tokens); times the world size because DistributedDataParallel averages gradients."""
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=PAD_ID, reduction="sum") / tokens
+    if config.attention_reg > 0 and alphas is not None:
+        loss = loss + config.attention_reg * share * attention_penalty(alphas, targets != PAD_ID)
+    return loss * distributed.size()
 
 
 def attention_penalty(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

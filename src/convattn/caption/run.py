@@ -30,7 +30,8 @@ from convattn.caption.decoders import build_decoder
 from convattn.caption.encoders import EncoderSpec
 from convattn.caption.loop import caption_split, train_one_epoch
 from convattn.caption.presets import CaptionConfig
-from convattn.common import io, runs
+from convattn.common import distributed, io, runs
+from convattn.common.config import require
 from convattn.common.progress import log
 from convattn.common.runtime import seed_everything
 
@@ -42,8 +43,11 @@ def run_dir(out_dir, layer: str, model: str, seed: int) -> Path:
 
 def run_key(config: CaptionConfig, model: str, seed: int, spec: EncoderSpec, data: Data) -> dict:
     """Everything the run's numbers depend on (the layer as run, never "auto")."""
-    return {**config.run_key(), "feature_layer": spec.layer, "model": model, "seed": seed,
-            "dataset": data.dataset.fingerprint}
+    key = {**config.run_key(), "feature_layer": spec.layer, "model": model, "seed": seed,
+           "dataset": data.dataset.fingerprint}
+    if distributed.size() > 1:  # data parallel: each rank draws its own dropout masks
+        key["world_size"] = distributed.size()
+    return key
 
 
 def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: EncoderSpec, out_dir,
@@ -52,32 +56,44 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     the final decoder in eval mode)."""
     folder = run_dir(out_dir, spec.layer, model, seed)
     label, key = f"{model} seed {seed}", run_key(config, model, seed, spec, data)
+    # the SCST loop samples through the decoder's steps, which DistributedDataParallel cannot see
+    require(config.scst_epochs == 0 or distributed.size() == 1, config, "scst_epochs",
+            "self-critical training runs in one process; run it without data parallelism")
     seed_everything(seed)
     decoder = build_decoder(model, len(data.vocab), data.feature_dim, config, data.grid).to(device)
     # fused: one kernel for all parameters instead of a dozen small ops each (8% of a step)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, fused=True)
-    state = runs.load_state(folder / "checkpoint.pt", key, policy, label, device)
+    # data parallel: rank 0 reads the stored run and sends every rank its copy (on the CPU)
+    state = distributed.broadcast(runs.load_state(folder / "checkpoint.pt", key, policy, label,
+                                                  device if distributed.size() == 1 else "cpu")
+                                  if distributed.is_main() else None)
     if state is not None and state["status"] in runs.FINISHED:
         decoder.load_state_dict(state["model"])
         return state["result"], decoder.eval()
     if state is not None:
         runs.restore(state, decoder, optimizer)
+        distributed.restore_rng(state.get("rank_rng"))
         history, best, start = state["history"], state["best"], state["epoch"]
     else:
         history, best, start = {"train_loss": [], "val_bleu4": [], "epoch_seconds": []}, None, 0
+        distributed.seed_rank(seed)
+    trainer = distributed.wrap(decoder)  # DistributedDataParallel in a data-parallel run
 
     max_steps = config.max_steps or data.max_len
     references = data.references("val")
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
-        loss = train_one_epoch(decoder, optimizer, data, config, epoch, seed, quiet)
+        loss = train_one_epoch(trainer, optimizer, data, config, epoch, seed, quiet)
+        rank_rng = distributed.rng_states()  # data parallel: every rank's, so a resume is exact
+        if not distributed.is_main():
+            continue  # rank 0 scores and checkpoints; the others wait in the next all-reduce
         val = metrics.bleu4(references, caption_split(decoder, data, "val", max_steps))
         history["train_loss"].append(loss)
         history["val_bleu4"].append(val)
         history["epoch_seconds"].append(time.perf_counter() - t0)
         log(f"{label} epoch {epoch + 1}/{config.epochs}: train loss {loss:.4f}, "
             f"val bleu4 {val:.4f} ({history['epoch_seconds'][-1]:.1f} s)")
-        best = end_epoch(folder, key, epoch, val, history, decoder, optimizer, best)
+        best = end_epoch(folder, key, epoch, val, history, decoder, optimizer, best, rank_rng)
 
     if config.scst_epochs:  # the self-critical stage (caption/scst.py); its epochs continue the count
         reward, total = scst.training_reward(data), config.epochs + config.scst_epochs
@@ -96,6 +112,8 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
         # the best decoder by validation BLEU-4 is chosen over both stages
         best = end_epoch(folder, key, epoch, val, history, decoder, optimizer, best)
 
+    if not distributed.is_main():
+        return distributed.broadcast(None), decoder.eval()  # rank 0's result, once it has scored
     t0 = time.perf_counter()
     io.save_checkpoint(folder / "model.pt", model_checkpoint(decoder, model, data.vocab.words, data.max_len,
                                                              data.grid, spec, config))
@@ -113,18 +131,19 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
               if "border_mass" in result else "")
     log(f"{label}: test bleu4 {result['test_bleu4']:.4f} (best-by-val {result['test_bleu4_best']:.4f}), "
         f"CIDEr {result['cider']:.3f}{border}, {result['seconds']:.0f} s")
-    return result, decoder.eval()
+    return distributed.broadcast(result), decoder.eval()
 
 
 def end_epoch(folder: Path, key: dict, epoch: int, val: float, history: dict, decoder, optimizer,
-              best: dict | None) -> dict:
+              best: dict | None, rank_rng: list | None = None) -> dict:
     """After epoch index `epoch`: keep the decoder when its validation BLEU-4 is the best so
-    far (best.pt), checkpoint the run -> the best so far."""
+    far (best.pt), checkpoint the run -> the best so far. `rank_rng`: every rank's random
+    state in a data-parallel run (distributed.rng_states), None otherwise."""
     if best is None or val > best["val_bleu4"]:
         best = {"model": copy.deepcopy(decoder.state_dict()), "epoch": epoch + 1, "val_bleu4": val}
         io.save_checkpoint(folder / "best.pt", {"decoder": best["model"], "epoch": best["epoch"]})
     runs.save_state(folder / "checkpoint.pt", key=key, epoch=epoch + 1, status="running",
-                    history=history, model=decoder, optimizer=optimizer, best=best)
+                    history=history, model=decoder, optimizer=optimizer, best=best, rank_rng=rank_rng)
     return best
 
 
