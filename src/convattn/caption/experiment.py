@@ -13,10 +13,13 @@ report) and `out_dir/figures/`, drawn from what the first seed's decoders genera
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from convattn.caption import metrics, plots
 from convattn.caption.data import Data
@@ -69,7 +72,13 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
         features, grid, info = region_features(dataset, spec, device, quiet=quiet)
         timing["features"][layer] = info
         data = Data(dataset, features, grid, device)
-        return spec, data, {m: [train_run(m, s, data, config, spec, out_dir, device, policy, quiet)
+        jobs = parallel_jobs(config, device, len(config.models) * len(seed_list))
+        if jobs > 1:  # the runs train in worker processes into the run store, read back below
+            # no_attention last: its runs are the shortest, so they fill in at the end
+            tasks = sorted(((m, s) for m in config.models for s in seed_list), key=lambda t: t[0] == "no_attention")
+            train_in_processes(config, tasks, jobs, (data_dir, images_dir, spec, out_dir, policy))
+        return spec, data, {m: [train_run(m, s, data, config, spec, out_dir, device,
+                                          "resume" if jobs > 1 else policy, quiet)
                                 for s in seed_list] for m in config.models}
 
     with torch_threads(config.threads if device.type == "cpu" else 0):
@@ -123,6 +132,36 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
     summary["timing"]["total_seconds"] = time.perf_counter() - started
     io.write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def parallel_jobs(config: CaptionConfig, device, runs_to_train: int) -> int:
+    """How many (decoder, seed) runs train at once: --jobs (0: one per CPU core), at most one
+    per run; always 1 on a GPU and in a data-parallel run (its ranks share each run)."""
+    if device.type != "cpu" or distributed.size() > 1:
+        return 1
+    return max(1, min(config.jobs or os.cpu_count() or 1, runs_to_train))
+
+
+def train_in_processes(config: CaptionConfig, tasks: list[tuple[str, int]], jobs: int, where: tuple) -> None:
+    """Train every (model, seed) of `tasks` into the run store, `jobs` spawned processes at a
+    time. Each run seeds itself and runs on --threads threads as it would here, so its
+    numbers are those of a run in this process (tests/caption/test_jobs.py)."""
+    log(f"training {len(tasks)} runs in {jobs} processes, {config.threads} torch thread(s) each")
+    work = [(config, model, seed, *where) for model, seed in tasks]
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        for _ in pool.imap_unordered(_train_run_in_worker, work):
+            pass
+
+
+def _train_run_in_worker(task: tuple) -> None:
+    """One (decoder, seed) run in a worker: the region features from the cache the main
+    process filled, no progress bar (bars would interleave; the epoch log lines stay)."""
+    config, model, seed, data_dir, images_dir, spec, out_dir, policy = task
+    torch.set_num_threads(config.threads)
+    cpu = torch.device("cpu")
+    dataset = load_dataset(data_dir, images_dir)
+    features, grid, _ = region_features(dataset, spec, cpu, quiet=True)
+    train_run(model, seed, Data(dataset, features, grid, cpu), config, spec, out_dir, cpu, policy, quiet=True)
 
 
 def choose_shown(dataset: CaptionDataset, show) -> list[CaptionImage]:

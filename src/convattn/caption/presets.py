@@ -91,6 +91,9 @@ class CaptionConfig(Config):
     # how the work runs, not what it computes
     threads: int = option(1, "torch CPU threads; 1 is fastest when other work shares the cores",
                           speed=True)
+    jobs: int = option(1, "(decoder, seed) runs trained at once on the CPU, one process each with "
+                       "--threads threads; the same numbers as one at a time; 0: one per CPU core",
+                       speed=True)
 
     def check(self) -> None:
         # fields with choices (encoder, models, attention_act) are checked by Config first
@@ -103,6 +106,7 @@ class CaptionConfig(Config):
         for name in ("embed_dim", "hidden_dim", "attention_dim", "epochs", "batch_size", "seeds",
                      "beam", "threads", "model_dim", "layers", "heads"):
             require(getattr(self, name) >= 1, self, name, "must be at least 1")
+        require(self.jobs >= 0, self, "jobs", "must be at least 0 (0 = one per CPU core)")
         require(0 <= self.dropout < 1, self, "dropout", "must be in [0, 1)")
         require(0 <= self.transformer_dropout < 1, self, "transformer_dropout", "must be in [0, 1)")
         # the 2-D positional encoding gives sin and cos of the row and of the column
