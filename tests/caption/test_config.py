@@ -6,7 +6,7 @@ import pytest
 
 from convattn.caption import cli
 from convattn.caption.encoders import DEFAULT_LAYER, EncoderSpec
-from convattn.caption.presets import HOMEWORK, PRESETS, CaptionConfig
+from convattn.caption.presets import BEST_OF, HOMEWORK, PRESETS, CaptionConfig
 from convattn.common.errors import UserError
 
 
@@ -19,6 +19,18 @@ def test_presets_keep_the_studys_values():
                for name in ("fast", "smoke")}
     assert differs == {"fast": {"preset", "image_size", "epochs", "seeds"},
                        "smoke": {"preset", "epochs", "seeds", "image_size", "bootstrap", "meteor"}}
+
+
+def test_best_presets_are_one_recipe_shortened_like_the_studys():
+    best = PRESETS["best"]
+    assert best.seeds == 5 and best.preset == "best"
+    assert BEST_OF == {"homework": "best", "fast": "best-fast", "smoke": "best-smoke"}
+    # each shortening changes what fast and smoke change in homework, nothing else
+    for study, short in (("fast", "best-fast"), ("smoke", "best-smoke")):
+        changed = {k: v for k, v in PRESETS[study].to_dict().items() if v != HOMEWORK.to_dict()[k]}
+        assert PRESETS[short] == best.replace(**{**changed, "preset": short})
+    # a recipe of its own: its runs are never the study's runs
+    assert best.run_key() != HOMEWORK.run_key()
 
 
 def test_one_default_feature_layer():
@@ -74,6 +86,6 @@ def test_help_lists_every_presets_value(capsys):
     with pytest.raises(SystemExit):
         _parse("--help")
     text = " ".join(capsys.readouterr().out.split())
-    assert "training epochs (homework 6; fast 4; smoke 1)" in text
+    assert "training epochs (homework 6; fast 4; smoke 1; best 6; best-fast 4; best-smoke 1)" in text
     for flag in ("--runs", "--resume", "--fresh", "--no-meteor", "--threads", "--feature-layer"):
         assert flag in text
