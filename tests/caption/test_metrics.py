@@ -61,6 +61,16 @@ def test_cider_rewards_consensus():
     assert good > 1.0 > bad >= 0.0
 
 
+def test_cider_per_image_averages_to_cider():
+    dog = "a dog in the park".split()
+    refs = [[REF, REF], [dog, dog], ["two birds on a wire".split()] * 2]
+    hyps = [REF, "a cat in the park".split(), "a dog on the mat".split()]
+    scores = metrics.cider_per_image(refs, hyps)
+    assert len(scores) == 3 and np.mean(scores) == pytest.approx(metrics.cider(refs, hyps))
+    # the exact caption beats the one-word-off caption, which beats the unrelated one
+    assert scores[0] > scores[1] > scores[2] >= 0.0
+
+
 def test_paired_bootstrap():
     a = np.linspace(0.2, 0.8, 40)
     same = metrics.paired_bootstrap(a, a, samples=500)

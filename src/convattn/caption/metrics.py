@@ -13,7 +13,7 @@
   reference per image, mean over images).
 - `cider`: pycocoevalcap's CIDEr, which is CIDEr-D (tf-idf weighted n-gram cosine with
   clipping and a Gaussian length penalty, x10), idf computed over the evaluated images'
-  references.
+  references; `cider_per_image` gives each image's score (their mean is `cider`).
 - `meteor`: pycocoevalcap's METEOR 1.5 (Java); only when `java` is on PATH.
 - `coco_bleu`: pycocoevalcap's BLEU-1..4 (corpus level, "closest" reference length), the
   BLEU that captioning papers report; with `cider`, `rouge_l` and `meteor` it makes the
@@ -80,6 +80,13 @@ def rouge_l(references, hypotheses) -> float:
 def cider(references, hypotheses) -> float:
     score, _ = Cider().compute_score(*_coco_inputs(references, hypotheses))
     return float(score)
+
+
+def cider_per_image(references, hypotheses) -> list[float]:
+    """Each image's CIDEr-D, idf over all the evaluated images' references as in `cider`
+    (whose score is these values' mean): what a paired bootstrap over images resamples."""
+    _, scores = Cider().compute_score(*_coco_inputs(references, hypotheses))
+    return [float(s) for s in scores]
 
 
 def coco_bleu(references, hypotheses) -> dict:
