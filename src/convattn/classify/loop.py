@@ -12,6 +12,7 @@ parameters with one `foreach` kernel; evaluation runs under inference_mode in ba
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -52,6 +53,14 @@ def training_loss(log_probs: torch.Tensor, y: torch.Tensor,
     return F.cross_entropy(log_probs, y, label_smoothing=label_smoothing)
 
 
+def autocast(device: torch.device, amp: str):
+    """The forward pass's precision: `bf16` autocasts matmuls and convolutions to bfloat16
+    (weights, gradients, log-softmax and loss stay fp32); `off` changes nothing."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def build_optimizer(model, config: ClassifyConfig, lr: float) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay,
@@ -83,7 +92,7 @@ def build_scheduler(optimizer, config: ClassifyConfig, total_steps: int):
 
 
 def train_one_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int, *,
-                    scheduler=None, label_smoothing: float = 0.0,
+                    scheduler=None, label_smoothing: float = 0.0, amp: str = "off",
                     bar=None) -> tuple[float, int]:
     """One pass over the pre-shuffled epoch x (N, 1, 28, 28), y (N,). Returns (sum of batch
     losses, steps); stops early when the loss stops being finite."""
@@ -93,7 +102,9 @@ def train_one_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, batch_si
     for i in range(steps):
         xb = x[i * batch_size:(i + 1) * batch_size]              # a view, no copy
         yb = y[i * batch_size:(i + 1) * batch_size]
-        loss = training_loss(model(xb), yb, label_smoothing)
+        with autocast(x.device, amp):
+            log_probs = model(xb)
+        loss = training_loss(log_probs.float(), yb, label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -111,12 +122,15 @@ def train_one_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, batch_si
 
 
 @torch.inference_mode()
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
+             amp: str = "off") -> float:
     """Accuracy of the model's argmax on (x, y), in eval mode (no dropout)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     for i in range(0, len(y), batch_size):
-        correct += (model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum()
+        with autocast(x.device, amp):
+            log_probs = model(x[i:i + batch_size])
+        correct += (log_probs.argmax(1) == y[i:i + batch_size]).sum()
     model.train(was_training)
     return correct.item() / max(1, len(y))

@@ -34,6 +34,10 @@ class ClassifyConfig(Config):
     augment: str = option("none", "training augmentation: horizontal flip, and/or shift by up "
                           "to 2 px", choices=("none", "flip", "shift-flip"))
     dropout: float = option(0.2, "dropout after the first linear layer")
+    amp: str = option("off", "mixed precision: bf16 runs the forward pass under torch.autocast "
+                      "(weights, gradients and loss stay fp32); off: fp32 throughout, the "
+                      "study's numbers. For GPUs with bf16; on a CPU it is slower",
+                      choices=("off", "bf16"))
     seed: int = option(42, "seed of initialisation, shuffling and dropout (the dev split is "
                        "fixed)")
     train_limit: int = option(0, "train on the first N training images only (0: all)")

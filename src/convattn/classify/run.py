@@ -33,6 +33,8 @@ def run_key(config: ClassifyConfig, lr: float, data: FashionMNIST) -> dict:
     the sweep list, the learning rate, and the data's fingerprint."""
     key = config.run_key()
     del key["lrs"]
+    if key["amp"] == "off":     # fp32 runs keep the key they had before --amp existed
+        del key["amp"]
     return {**key, "lr": lr, "data": data.fingerprint}
 
 
@@ -85,10 +87,12 @@ def train_run(data: FashionMNIST, config: ClassifyConfig, lr: float, out_dir: Pa
         with progress(total=len(y), desc=desc, unit="img", quiet=quiet) as bar:
             loss_sum, steps = train_one_epoch(model, optimizer, x, y, config.batch_size,
                                               scheduler=scheduler,
-                                              label_smoothing=config.label_smoothing, bar=bar)
+                                              label_smoothing=config.label_smoothing,
+                                              amp=config.amp, bar=bar)
         t1 = time.perf_counter()
         diverged = not math.isfinite(loss_sum)
-        val_acc = None if diverged else evaluate(model, dev_x, dev_y, config.eval_batch_size)
+        val_acc = None if diverged else evaluate(model, dev_x, dev_y, config.eval_batch_size,
+                                                 config.amp)
         history["train_loss_sum"].append(loss_sum)
         history["steps"].append(steps)
         history["val_acc"].append(val_acc)
@@ -104,7 +108,7 @@ def train_run(data: FashionMNIST, config: ClassifyConfig, lr: float, out_dir: Pa
 
     t0 = time.perf_counter()
     test_acc = evaluate(model, data.test_x.to(device), data.test_y.to(device),
-                        config.eval_batch_size)
+                        config.eval_batch_size, config.amp)
     history["epoch_seconds"][-1] += time.perf_counter() - t0
     log(f"{label}: test acc {test_acc:.4f}")
     return save(config.epochs, "finished", test_acc)

@@ -53,9 +53,10 @@ class StackedCNN:
     autograd). Nothing here draws from the global RNG but the dropout masks."""
 
     def __init__(self, states: list[dict], lrs: list[float], dropout: float,
-                 memory_format=torch.channels_last):
+                 memory_format=torch.channels_last, device: torch.device | str = "cpu"):
         self.lrs, self.dropout, self.memory_format = list(lrs), dropout, memory_format
-        states = [{k: v.detach() for k, v in s.items()} for s in states]
+        self.device = torch.device(device)
+        states = [{k: v.detach().to(self.device) for k, v in s.items()} for s in states]
         cat = lambda name: torch.cat([s[name] for s in states]).clone()  # noqa: E731
         stack = lambda name: torch.stack([s[name] for s in states]).clone()  # noqa: E731
         # empty_like + copy_: .contiguous() would keep conv1's (K*16, 1, 3, 3) weight as it
@@ -67,7 +68,7 @@ class StackedCNN:
         for p in self.conv:
             p.requires_grad_(True)
         self.linear = [(stack(f"{n}.weight"), stack(f"{n}.bias")) for n in LINEARS]
-        lr = torch.tensor(self.lrs, dtype=self.linear[0][0].dtype)
+        lr = torch.tensor(self.lrs, dtype=self.linear[0][0].dtype, device=self.device)
         self.lr = lr.view(-1, 1, 1)                                            # (K, 1, 1)
         # the conv parameters' learning rate, per output channel of each member
         self.conv_lr = [lr.repeat_interleave(len(p) // len(lr)).view(-1, *[1] * (p.dim() - 1))
@@ -94,9 +95,14 @@ class StackedCNN:
 
     def draw_mask(self, batch: int) -> torch.Tensor | None:
         """The dropout mask nn.Dropout draws for a (batch, 600) input, from the same global
-        RNG in the same way (none at p = 0), shared by every member."""
+        RNG in the same way (none at p = 0), shared by every member. On CPU nn.Dropout
+        multiplies by a bernoulli_ draw divided by 1-p; on CUDA it calls native_dropout,
+        whose draw depends only on the input's size, so it is called on ones."""
         if self.dropout == 0:
             return None
+        if self.device.type == "cuda":
+            return torch.native_dropout(torch.ones(batch, 600, device=self.device),
+                                        self.dropout, True)[0]
         keep = 1 - self.dropout
         return torch.empty(batch, 600).bernoulli_(keep).div_(keep)
 
@@ -116,14 +122,15 @@ class StackedCNN:
     @torch.inference_mode()
     def accuracy(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> list[float]:
         """Each member's accuracy on (x, y), without dropout."""
-        correct = torch.zeros(len(self), dtype=torch.long)
+        correct = torch.zeros(len(self), dtype=torch.long, device=self.device)
         for i in range(0, len(y), batch_size):
             pred = self.forward(x[i:i + batch_size]).argmax(2)                  # (K, b)
             correct += (pred == y[i:i + batch_size]).sum(1)
         return [c / max(1, len(y)) for c in correct.tolist()]
 
     def member_state(self, k: int) -> dict:
-        """Member k's weights as a FashionCNN state_dict (copies, NCHW-contiguous)."""
+        """Member k's weights as a FashionCNN state_dict (copies on the stack's device,
+        NCHW-contiguous)."""
         state = {}
         for i, name in enumerate(("conv1", "conv2")):
             w, b = self.conv[2 * i].detach(), self.conv[2 * i + 1].detach()
@@ -143,4 +150,4 @@ class StackedCNN:
     def keep(self, members: list[int]) -> StackedCNN:
         """A stack of the given members only (e.g. without a diverged one)."""
         return StackedCNN([self.member_state(k) for k in members], [self.lrs[k] for k in members],
-                          self.dropout, self.memory_format)
+                          self.dropout, self.memory_format, self.device)

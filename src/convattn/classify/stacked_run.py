@@ -37,7 +37,8 @@ from convattn.data.fashion_mnist import FashionMNIST
 
 def recipe_is_stackable(config: ClassifyConfig) -> bool:
     return (config.optimizer == "sgd" and config.momentum == 0 and config.weight_decay == 0
-            and config.schedule == "constant" and config.label_smoothing == 0)
+            and config.schedule == "constant" and config.label_smoothing == 0
+            and config.amp == "off")
 
 
 def load_runs(data: FashionMNIST, config: ClassifyConfig, out_dir: Path,
@@ -56,8 +57,8 @@ def stackable(config: ClassifyConfig, stored: dict[float, dict | None]) -> bool:
 
 
 def train_stacked(data: FashionMNIST, config: ClassifyConfig, out_dir: Path,
-                  stored: dict[float, dict | None], *, quiet: bool = False,
-                  on_epoch=None) -> list[dict]:
+                  stored: dict[float, dict | None], *, device: torch.device | str = "cpu",
+                  quiet: bool = False, on_epoch=None) -> list[dict]:
     """Train every unfinished run of `stored` (see load_runs) as one stack and return all
     runs' summary records in config.lrs order. `on_epoch(record)` after every stored epoch."""
     out_dir = Path(out_dir)
@@ -79,7 +80,8 @@ def train_stacked(data: FashionMNIST, config: ClassifyConfig, out_dir: Path,
             history[lr], start = stored[lr]["history"], stored[lr]["epoch"]
     if start:
         set_rng_state(stored[todo[0]]["rng"])
-    stack = StackedCNN(states, todo, config.dropout)
+    device = torch.device(device)
+    stack = StackedCNN(states, todo, config.dropout, device=device)
     params = count_parameters(init)
 
     def save(lr: float, model: FashionCNN, epoch: int, status: str,
@@ -94,10 +96,12 @@ def train_stacked(data: FashionMNIST, config: ClassifyConfig, out_dir: Path,
             on_epoch(records[lr])
 
     log(f"training learning rates {', '.join(f'{lr:g}' for lr in todo)} as one stacked model")
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    dev_x, dev_y = data.dev_x.to(device), data.dev_y.to(device)
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
-        order = torch.randperm(len(data.train_y))
-        x, y = data.train_x[order], data.train_y[order]       # (N, 1, 28, 28), (N,)
+        order = torch.randperm(len(train_y), device=device)   # as run.py draws it
+        x, y = train_x[order], train_y[order]                 # (N, 1, 28, 28), (N,)
         if config.augment != "none":
             x = augment(x, config.augment)
         desc = f"lr {'/'.join(f'{lr:g}' for lr in stack.lrs)} epoch {epoch + 1}/{config.epochs}"
@@ -105,7 +109,7 @@ def train_stacked(data: FashionMNIST, config: ClassifyConfig, out_dir: Path,
             stack, sums, diverged = train_stacked_epoch(stack, x, y, config.batch_size, bar)
         t1 = time.perf_counter()
         val_acc = {} if stack is None else dict(
-            zip(stack.lrs, stack.accuracy(data.dev_x, data.dev_y, config.eval_batch_size)))
+            zip(stack.lrs, stack.accuracy(dev_x, dev_y, config.eval_batch_size)))
         seconds = time.perf_counter() - t0
         for lr, (loss_sum, steps) in sums.items():    # the stack's time, shared by its runs
             h = history[lr]
@@ -128,7 +132,8 @@ def train_stacked(data: FashionMNIST, config: ClassifyConfig, out_dir: Path,
                 save(lr, stack.member(k), epoch + 1, "running")
 
     t0 = time.perf_counter()
-    tests = stack.accuracy(data.test_x, data.test_y, config.eval_batch_size)
+    tests = stack.accuracy(data.test_x.to(device), data.test_y.to(device),
+                           config.eval_batch_size)
     share = (time.perf_counter() - t0) / len(stack)
     for k, (lr, test_acc) in enumerate(zip(stack.lrs, tests)):
         history[lr]["epoch_seconds"][-1] += share
@@ -147,7 +152,7 @@ def train_stacked_epoch(stack: StackedCNN, x: torch.Tensor, y: torch.Tensor, bat
     that started; {lr: FashionCNN} with the weights of each member that diverged)."""
     steps = math.ceil(len(y) / batch_size)
     sums, diverged = {}, {}
-    loss_sum = torch.zeros(len(stack))                       # (K,), no sync per step
+    loss_sum = torch.zeros(len(stack), device=x.device)      # (K,), no sync per step
     for i in range(steps):
         xb = x[i * batch_size:(i + 1) * batch_size]          # a view, no copy
         yb = y[i * batch_size:(i + 1) * batch_size]

@@ -115,11 +115,11 @@ def _sweep(config, out_dir, data_dir, device, quiet, policy, pdf) -> dict:
         records[record["lr"]] = record
         write_summary()
 
-    if config.sweep == "stacked" and device.type == "cpu":
+    if config.sweep == "stacked":
         stored = load_runs(data, config, out_dir, policy)
         if stackable(config, stored):
-            for record in train_stacked(data, config, out_dir, stored, quiet=quiet,
-                                        on_epoch=store):
+            for record in train_stacked(data, config, out_dir, stored, device=device,
+                                        quiet=quiet, on_epoch=store):
                 store(record)
             summary = write_summary()
             return write_summary(draw_figures(summary, out_dir, pdf))
