@@ -46,6 +46,7 @@ SCALARS = ("test_bleu4", "test_bleu4_best", "best_val_bleu4", "final_val_bleu4",
            "rouge_l", "meteor", "bleu1", "bleu2", "bleu3", "corpus_bleu4", "seconds")
 COCO = ("bleu1", "bleu2", "bleu3", "bleu4", "cider", "rouge_l", "meteor")
 BORDER = ("border_mass", "border_area_share", "border_ratio", "sentinel_weight")
+SCST = ("scst_reward", "val_cider")  # per self-critical epoch, in runs with --scst-epochs
 
 
 def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool = False,
@@ -120,6 +121,7 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
     }
     if "no_attention" in results and "attention" in results:
         summary["comparison"] = compare(results["no_attention"], results["attention"], config.bootstrap)
+    summary["comparisons"] = compare_pairs(results, data, config.bootstrap)
     timing.update(runs_seconds=sum(m["seconds_total"] for m in summary["models"].values()),
                   total_seconds=None)
     base = runs.summary_base("caption", config, {"fingerprint": dataset.fingerprint, **summary["dataset"]},
@@ -226,7 +228,7 @@ def summarise_model(results: list[dict]) -> dict:
     out["seed"] = first["seed"]
     out["seeds"] = [{"seed": r["seed"], **_flat(r), "train_loss": r["train_loss"],
                      "val_bleu4": r["val_bleu4"], "coco": r["coco"],
-                     **{k: r[k] for k in BORDER if k in r}} for r in results]
+                     **{k: r[k] for k in BORDER + SCST if k in r}} for r in results]
     for name in SCALARS:
         mean, std = metrics.mean_std([_flat(r)[name] for r in results])
         out[f"{name}_mean"], out[f"{name}_std"] = mean, std
@@ -236,6 +238,8 @@ def summarise_model(results: list[dict]) -> dict:
     for name in COCO:
         mean, std = metrics.mean_std([r["coco"][name] for r in results])
         out["coco"][name] = {"mean": mean, "std": std}
+    if "scst_reward" in first:  # self-critical epochs: per epoch, mean sampled reward and val CIDEr-D
+        out["scst_reward"], out["val_cider"] = first["scst_reward"], first["val_cider"]
     if "border_mass" in first:  # attention decoders: outer-ring attention, mean over seeds
         out["border_mass"], out["border_mass_std"] = metrics.mean_std([r["border_mass"] for r in results])
         out["border_area_share"] = first["border_area_share"]
@@ -252,6 +256,33 @@ def compare(no_attention: list[dict], attention: list[dict], samples: int) -> di
     out = metrics.paired_bootstrap(a, b, samples=samples)
     out.update(metric="bleu4", pair="attention - no_attention",
                seeds=len(attention), per_image="mean over seeds")
+    return out
+
+
+def compare_pairs(results: dict, data: Data, samples: int) -> list[dict]:
+    """Every pair of trained decoders (a, b), in --models order, on the study's bleu4 and on
+    CIDEr-D: paired bootstrap over test images of b - a, each image's score averaged over
+    seeds first (as in `compare`). Per-image CIDEr-D is scored against the test references
+    with idf over the whole test split, so its mean over images is the run's CIDEr-D."""
+    references = data.references("test")
+    names = [im.name for im in data.splits["test"]]
+
+    def per_image(run: dict, metric: str) -> list[float]:
+        if metric == "bleu4":
+            return run["test_bleu4_per_image"]
+        return metrics.cider_per_image(references, [run["captions"][name].split() for name in names])
+
+    scores = {(m, metric): np.mean([per_image(r, metric) for r in runs_of_m], axis=0)
+              for m, runs_of_m in results.items() for metric in ("bleu4", "cider")}
+    out = []
+    models = list(results)
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            for metric in ("bleu4", "cider"):
+                test = metrics.paired_bootstrap(scores[a, metric], scores[b, metric], samples=samples)
+                out.append({"pair": f"{b} - {a}", "metric": metric, **test,
+                            "excludes_zero": test["ci_low"] > 0 or test["ci_high"] < 0,
+                            "seeds": min(len(results[a]), len(results[b])), "per_image": "mean over seeds"})
     return out
 
 
