@@ -191,7 +191,8 @@ def test_failed_skipped_and_missing_stages(tmp_path, results):
             "</code>") in html
     assert "| Q1.1 CNN parameters | 10298 | — | — |" in md
     assert "| Q2.2 test accuracy | 0.9025 | — | — |" in md
-    assert html.count("<blockquote>") == 4  # the warning and three stages
+    assert "> Stage `caption-best` was not run." in md
+    assert html.count("<blockquote>") == 5  # the warning, three stages and the best recipe's
     assert "data:image" not in html
 
 
@@ -216,3 +217,111 @@ def test_render_only_rebuilds_from_results_json(tmp_path, results, capsys):
     write_report(tmp_path / "again", results)  # the same dict, rendered directly
     assert "0.5307 ± 0.0123" in first
     assert first == (tmp_path / "again" / "report.md").read_text()
+
+
+BEST_FIGURES = {"attention": "figures/attention_219.png",
+                "transformer": "figures/attention_219_transformer.png"}
+
+
+def _scst(model: dict) -> dict:
+    return {**model, "scst_reward": [0.8123], "val_cider": [1.4567]}
+
+
+@pytest.fixture
+def with_best(results, tmp_path):
+    """`results` with a caption-best stage: the LSTM with attention and the Transformer."""
+    for path in BEST_FIGURES.values():
+        (tmp_path / "caption-best" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "caption-best" / path).write_bytes(PNG)
+    study_caption = results["stages"]["caption"]
+    study_caption.update(run_seconds=100.0, preset="homework")
+    caption = copy.deepcopy(study_caption["summary"])
+    transformer = _border(_model(0.5811))
+    transformer["coco"]["cider"] = {"mean": 2.9876, "std": 0.0543}
+    transformer["border_ratio"] = 1.1234
+    caption.update(
+        preset="best",
+        config={**caption["config"], "preset": "best", "outer_ring": "inward", "feature_norm": "layernorm",
+                "scst_epochs": 1, "scst_baseline": "mean", "scst_samples": 5, "scst_lr": 5e-05, "beam": 3,
+                "layers": 2, "model_dim": 256, "heads": 4, "transformer_dropout": 0.1, "image_size": None},
+        models={"attention": _scst(_border(_model(0.5507))), "transformer": _scst(transformer)},
+        comparisons=[{"pair": "transformer - attention", "metric": "bleu4", "difference": 0.0304,
+                      "ci_low": -0.0102, "ci_high": 0.0711, "excludes_zero": False, "seeds": 2, "images": 58,
+                      "samples": 10_000},
+                     {"pair": "transformer - attention", "metric": "cider", "difference": 0.2468,
+                      "ci_low": 0.1012, "ci_high": 0.3913, "excludes_zero": True, "seeds": 2, "images": 58,
+                      "samples": 10_000}],
+        timing={"features": {}, "runs_seconds": 250.0},
+        figures={"curves": {}, "captions": "figures/captions.png", "attention": {"219": BEST_FIGURES["attention"]},
+                 "attention_models": {m: {"219": path} for m, path in BEST_FIGURES.items()}})
+    del caption["comparison"]  # no no-attention decoder in the recipe
+    results["stages"]["caption-best"] = {"dir": "caption-best", "status": "ok", "summary": caption,
+                                         "preset": "best", "run_seconds": 250.0, "seconds": 300.0}
+    return results
+
+
+def test_best_recipe_section(tmp_path, with_best):
+    write_report(tmp_path, with_best)
+    md = (tmp_path / "report.md").read_text()
+    best = md.split("## Beyond the study: the best recipe")[1].split("## This run against the study")[0]
+    # after Question 3, before the closing table
+    assert md.index("## Question 3") < md.index("## Beyond the study") < md.index("## This run against")
+    # the recipe, read from the summary's config
+    assert "| decoders | LSTM with additive attention, Transformer |" in best
+    assert "| region features | outer ring read from its inward neighbours, each region layernorm-normalised |" in best
+    assert "| self-critical training | 1 epoch(s) after cross-entropy, reward CIDEr-D against the training " \
+           "references, baseline mean of 5 samples per image, Adam lr 5e-05 |" in best
+    assert "| decoding | beam search, beam 3 |" in best
+    # every decoder's coco metrics, its study bleu4 and border ratio; the published rows below
+    assert "| best recipe, Transformer | efficientnet-lite0, mean ± std over seeds 42, 43 | 0.7712 ± 0.0100 | " \
+           "0.6623 ± 0.0100 | 0.5834 ± 0.0100 | 0.5811 ± 0.0100 | — | 0.6789 ± 0.0100 | 2.988 ± 0.054 | " \
+           "0.5811 ± 0.0123 | 1.12x |" in best
+    assert "| best recipe, LSTM with additive attention |" in best
+    for method, source, bleu4, cider in study.PUBLISHED_CAPTION:
+        assert f"| {method} ({source}) | other papers: other encoders, one run each | — | — | — | " \
+               f"{bleu4:.3f} | — | — | {cider:.2f} | — | — |" in best
+    assert best.index("| best recipe, Transformer") < best.index(f"| {study.PUBLISHED_CAPTION[0][0]}")
+    # the comparisons in words, on both metrics
+    assert "- Transformer − LSTM with additive attention, CIDEr-D: **+0.2468**, 95% interval [+0.1012, +0.3913]. " \
+           "The interval excludes 0: the Transformer scores higher." in best
+    assert "- Transformer − LSTM with additive attention, the study's bleu4: **+0.0304**, 95% interval " \
+           "[-0.0102, +0.0711]. The interval includes 0: this data cannot tell the two decoders apart." in best
+    assert "Paired bootstrap over the 58 test images (10,000 resamples" in best
+    # self-critical history, the outer-ring table, both attention models' figures, the time ratio
+    assert "| Transformer | 0.812 | 1.457 |" in best
+    assert "| Transformer | 0.640 ± 0.000 | 0.234 | 1.12x | — |" in best
+    assert "![Transformer: attention over test image 219 for each generated word]" \
+           "(caption-best/figures/attention_219_transformer.png)" in best
+    assert "(caption-best/figures/attention_219.png)" in best
+    assert "The best recipe's runs took 250 s, the study's caption runs (preset `homework`) 100 s: " \
+           "**2.50x** the study's time." in best
+    # still one self-contained page
+    html = (tmp_path / "report.html").read_text()
+    assert "caption-best/figures" not in html and html.count('src="data:image/png;base64,') == 12
+
+
+def test_best_recipe_without_the_study_stage_or_comparisons(tmp_path, with_best):
+    with_best["stages"]["caption"] = {"dir": "caption", "status": "failed", "error": "boom", "seconds": 1.0}
+    summary = with_best["stages"]["caption-best"]["summary"]
+    summary["comparisons"] = []
+    for model in summary["models"].values():
+        del model["scst_reward"], model["val_cider"]
+    write_report(tmp_path, with_best)
+    best = (tmp_path / "report.md").read_text().split("## Beyond the study: the best recipe")[1]
+    assert "Which decoder is better" not in best and "Self-critical stage" not in best
+    assert "The best recipe's runs took 250 s (training and test scoring, as recorded by the runs); the " \
+           "study's caption stage gave no time to compare it with." in best
+
+
+@pytest.mark.parametrize("stage, line", [
+    ({"status": "failed", "error": "CUDA out of memory"}, "> Stage `caption-best` failed: `CUDA out of memory`."),
+    ({"status": "skipped", "reason": "Sydney-Captions not found."},
+     "> Stage `caption-best` was skipped: Sydney-Captions not found."),
+])
+def test_best_stage_that_gave_no_results(tmp_path, with_best, stage, line):
+    with_best["stages"]["caption-best"] = {"dir": "caption-best", "seconds": 0.0, **stage}
+    write_report(tmp_path, with_best)
+    md = (tmp_path / "report.md").read_text()
+    best = md.split("## Beyond the study: the best recipe")[1].split("## This run against")[0]
+    assert line in best and "runs the best captioning recipe beside the study's caption stage" in best
+    assert "0.5307 ± 0.0123" in md  # the study's Question 3 is still there

@@ -38,6 +38,7 @@ def test_smoke_end_to_end(tiny, tmp_path, capsys):
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     assert {st["status"] for st in results["stages"].values()} == {"ok"}
+    assert list(results["stages"]) == ["theory", "classify", "caption", "caption-best"]
 
     # the report's numbers are results.json's numbers, in both renderings
     classify = results["stages"]["classify"]["summary"]
@@ -48,6 +49,22 @@ def test_smoke_end_to_end(tiny, tmp_path, capsys):
         assert test_acc in text and bleu in text
         assert "10,298" in text and "236,310" in text
     assert _numbers(md) <= _numbers(html)
+
+    # the best recipe's stage beside the study's: its own folder, preset, section and time
+    best = results["stages"]["caption-best"]
+    assert best["preset"] == "best-smoke" and (out / "caption-best" / "summary.json").is_file()
+    assert best["summary"]["config"]["preset"] == "best-smoke"
+    assert set(best["summary"]["models"]) == {"attention", "transformer"}
+    assert [(c["pair"], c["metric"]) for c in best["summary"]["comparisons"]] == [
+        ("transformer - attention", "bleu4"), ("transformer - attention", "cider")]
+    assert best["run_seconds"] == best["summary"]["timing"]["runs_seconds"] > 0
+    assert results["stages"]["caption"]["run_seconds"] > 0
+    section = md.split("## Beyond the study: the best recipe")[1].split("## This run against")[0]
+    cider = best["summary"]["models"]["transformer"]["coco"]["cider"]["mean"]
+    assert f"| best recipe, Transformer | " in section and f"{cider:.3f} ± 0.000" in section
+    ratio = best["run_seconds"] / results["stages"]["caption"]["run_seconds"]
+    assert f"**{ratio:.2f}x** the study's time" in section
+    assert "(caption-best/figures/attention_219_transformer.png)" in section
 
     # every figure the report links exists, and the HTML embeds them all
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -75,7 +92,9 @@ def test_without_sydney_q3_says_how_and_exit_is_zero(tiny, tmp_path, capsys):
     assert "Sydney-Captions not found" in capsys.readouterr().err
     md = (out / "report.md").read_text()
     assert "Karpathy-style `dataset.json`" in md and "--sydney DIR" in md
-    assert json.loads((out / "results.json").read_text())["stages"]["caption"]["status"] == "skipped"
+    stages = json.loads((out / "results.json").read_text())["stages"]
+    assert stages["caption"]["status"] == stages["caption-best"]["status"] == "skipped"
+    assert "> Stage `caption-best` was skipped: Sydney-Captions not found" in md
 
 
 def test_failed_stage_keeps_the_others(tiny, tmp_path, capsys):

@@ -24,7 +24,7 @@ from convattn.common.errors import UserError
 from convattn.report import study, templating
 
 TITLE = "convattn: the study, reproduced"
-STAGES = ("theory", "classify", "caption")
+STAGES = ("theory", "classify", "caption", "caption-best")
 
 # config key -> words, in the order the recipe is told
 CLASSIFY_RECIPE = {"optimizer": "optimizer", "epochs": "epochs", "batch_size": "batch size",
@@ -32,6 +32,10 @@ CLASSIFY_RECIPE = {"optimizer": "optimizer", "epochs": "epochs", "batch_size": "
                    "label_smoothing": "label smoothing", "augment": "augmentation", "dropout": "dropout",
                    "seed": "seed"}
 DECODERS = {"no_attention": "without attention (Q3.1a)", "attention": "with additive attention (Q3.1b)"}
+# every decoder `caption --models` trains, for the best recipe's section
+DECODER_NAMES = {"no_attention": "LSTM without attention", "attention": "LSTM with additive attention",
+                 "transformer": "Transformer"}
+METRIC_NAMES = {"bleu4": "the study's bleu4", "cider": "CIDEr-D"}
 
 # CommonMark plus pipe tables; raw HTML in the text (a caption, an error message) stays text
 MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
@@ -107,12 +111,87 @@ def _coco_and_border(s: dict) -> dict:
         m = (models.get(name) or {}).get("coco")
         if m:
             coco.append({"label": label, **{k: (v["mean"], v["std"]) for k, v in m.items()}})
-    border = [{"label": label, "mass": m["border_mass"], "std": m.get("border_mass_std"),
-               "area": m["border_area_share"], "ratio": m["border_ratio"],
-               # no sentinel in the decoder: nothing to measure, shown as a dash
-               "sentinel": m.get("sentinel_weight") if (s.get("config") or {}).get("sentinel") else None}
-              for name, label in DECODERS.items() if "border_mass" in (m := models.get(name) or {})]
-    return {"coco": coco, "published": study.PUBLISHED_CAPTION if coco else [], "border": border}
+    return {"coco": coco, "published": study.PUBLISHED_CAPTION if coco else [],
+            "border": _border_rows(s, DECODERS)}
+
+
+def _border_rows(s: dict, labels: dict) -> list[dict]:
+    """Outer-ring attention of each decoder in `labels` ({name: label}) that has it."""
+    models = s.get("models") or {}
+    return [{"label": label, "mass": m["border_mass"], "std": m.get("border_mass_std"),
+             "area": m["border_area_share"], "ratio": m["border_ratio"],
+             # no sentinel in the decoder: nothing to measure, shown as a dash
+             "sentinel": m.get("sentinel_weight") if (s.get("config") or {}).get("sentinel") else None}
+            for name, label in labels.items() if "border_mass" in (m := models.get(name) or {})]
+
+
+def _best_values(stage: dict, study_stage: dict) -> dict:
+    """The best recipe's stage plus what its section tells: the recipe in words, every
+    decoder's coco-caption scores, the pairwise comparisons, where the attention looked, the
+    attention figures, and its runs' seconds against the study's caption runs'."""
+    if stage["status"] != "ok":
+        return stage
+    s = stage["summary"]
+    cfg, enc, models = s.get("config") or {}, s.get("encoder") or {}, s["models"]
+    labels = {name: DECODER_NAMES.get(name, name) for name in models}
+    rows = [{"label": labels[name], "coco": {k: (v["mean"], v["std"]) for k, v in m["coco"].items()},
+             "bleu4": (m["test_bleu4_mean"], m["test_bleu4_std"]), "ratio": m.get("border_ratio")}
+            for name, m in models.items()]
+    comparisons = []
+    for c in s.get("comparisons") or []:
+        b, a = c["pair"].split(" - ")
+        higher = labels.get(b, b) if c["difference"] > 0 else labels.get(a, a)
+        comparisons.append({**c, "b": labels.get(b, b), "a": labels.get(a, a),
+                            "metric_name": METRIC_NAMES.get(c["metric"], c["metric"]), "higher": higher})
+    scst = [{"label": labels[name], "val_cider": m["val_cider"], "reward": m["scst_reward"]}
+            for name, m in models.items() if m.get("scst_reward")]
+    figures = (s.get("figures") or {}).get("attention_models") or {}
+    best_seconds = stage.get("run_seconds", (s.get("timing") or {}).get("runs_seconds"))
+    study_seconds = None
+    if study_stage["status"] == "ok":
+        study_seconds = study_stage.get("run_seconds", (study_stage["summary"].get("timing") or {}).get("runs_seconds"))
+    return {
+        **stage,
+        "preset": stage.get("preset") or cfg.get("preset", "best"),
+        "recipe": _best_recipe(cfg, enc, labels),
+        "seeds": ", ".join(map(str, s.get("seeds", []))),
+        "rows": rows,
+        "published": study.PUBLISHED_CAPTION,
+        "comparisons": comparisons,
+        "scst": scst,
+        "border": _border_rows(s, labels),
+        "grid": "x".join(map(str, enc.get("grid", []))),
+        "attention_figures": [(labels.get(name, name), images) for name, images in figures.items()],
+        "seconds": {"best": best_seconds, "study": study_seconds,
+                    "study_preset": study_stage.get("preset") or (study_stage.get("summary") or {}).get("preset"),
+                    "ratio": best_seconds / study_seconds if best_seconds and study_seconds else None},
+    }
+
+
+def _best_recipe(cfg: dict, enc: dict, labels: dict) -> list[tuple[str, str]]:
+    """The recipe as (what, how) lines, read from the stage's config and encoder."""
+    size = cfg.get("image_size")
+    lines = [("decoders", ", ".join(labels.values())),
+             ("encoder", f"{enc.get('name')} (frozen), layer `{enc.get('layer')}` ({enc.get('channels')} channels), "
+                         f"{f'images resized to {size}x{size}' if size else 'images at their own size'}, "
+                         f"a grid of {'x'.join(map(str, enc.get('grid', [])))} regions"),
+             ("region features", ("outer ring read from its inward neighbours" if cfg.get("outer_ring") == "inward"
+                                  else "outer ring as the encoder gives it")
+              + (f", each region {cfg['feature_norm']}-normalised" if cfg.get("feature_norm", "none") != "none"
+                 else ", not rescaled"))]
+    if "Transformer" in labels.values():
+        lines.append(("Transformer", f"{cfg.get('layers')} layer(s), width {cfg.get('model_dim')}, "
+                                     f"{cfg.get('heads')} heads, dropout {cfg.get('transformer_dropout')}"))
+    lines.append(("cross-entropy training", f"{cfg.get('epochs')} epochs, Adam lr {cfg.get('lr')}, "
+                                            f"batch {cfg.get('batch_size')}"))
+    scst_epochs = cfg.get("scst_epochs") or 0
+    lines.append(("self-critical training", f"{scst_epochs} epoch(s) after cross-entropy, reward CIDEr-D against "
+                                            f"the training references, baseline {cfg.get('scst_baseline')} of "
+                                            f"{cfg.get('scst_samples')} samples per image, Adam lr {cfg.get('scst_lr')}"
+                  if scst_epochs else "none (cross-entropy only)"))
+    beam = cfg.get("beam", 1)
+    lines.append(("decoding", "greedy" if beam == 1 else f"beam search, beam {beam}"))
+    return lines
 
 
 def _closing_rows(stages: dict) -> list[dict]:
@@ -158,7 +237,7 @@ def _recorded_seconds(name: str, stage: dict) -> str:
     summary = stage.get("summary") or {}
     if name == "classify" and summary:
         return f"{sum(r.get('seconds') or 0 for r in summary['runs']):.0f} (sum over learning rates)"
-    if name == "caption" and summary:
+    if name.startswith("caption") and summary:
         cached = (summary.get("timing") or {}).get("features") or {}
         features = sum(f.get("seconds") or 0 for f in cached.values())
         runs = sum(m["seconds_total"] for m in summary["models"].values())
@@ -177,7 +256,8 @@ def render_markdown(results: dict) -> str:
         wall_seconds=results.get("wall_seconds", 0), warnings=results.get("warnings", []),
         environment=results.get("environment", {}), timing=timing, study=study,
         theory=stages["theory"], classify=_classify_values(stages["classify"]),
-        caption=_caption_values(stages["caption"]), closing=_closing_rows(stages))
+        caption=_caption_values(stages["caption"]), best=_best_values(stages["caption-best"], stages["caption"]),
+        closing=_closing_rows(stages))
 
 
 # -------------------------------------------------------------------------------- HTML
