@@ -36,8 +36,8 @@ class ClassifyConfig(Config):
     dropout: float = option(0.2, "dropout after the first linear layer")
     amp: str = option("off", "mixed precision: bf16 runs the forward pass under torch.autocast "
                       "(weights, gradients and loss stay fp32); off: fp32 throughout, the "
-                      "study's numbers. For GPUs with bf16; on a CPU without bf16 instructions 3x slower "
-                      "(measured, bench/classify_speed.py)",
+                      "study's numbers. For GPUs with bf16; on a CPU without bf16 "
+                      "instructions 3x slower (measured, bench/classify_speed.py)",
                       choices=("off", "bf16"))
     seed: int = option(42, "seed of initialisation, shuffling and dropout (the dev split is "
                        "fixed)")
