@@ -269,7 +269,7 @@ def test_best_recipe_section(tmp_path, with_best):
     # the recipe, read from the summary's config
     assert "| decoders | LSTM with additive attention, Transformer |" in best
     assert "| region features | outer ring read from its inward neighbours, each region layernorm-normalised |" in best
-    assert "| self-critical training | 1 epoch(s) after cross-entropy, reward CIDEr-D against the training " \
+    assert "| self-critical training | 1 epoch after cross-entropy, reward CIDEr-D against the training " \
            "references, baseline mean of 5 samples per image, Adam lr 5e-05 |" in best
     assert "| decoding | beam search, beam 3 |" in best
     # every decoder's coco metrics, its study bleu4 and border ratio; the published rows below

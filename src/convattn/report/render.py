@@ -134,8 +134,14 @@ def _best_values(stage: dict, study_stage: dict) -> dict:
     s = stage["summary"]
     cfg, enc, models = s.get("config") or {}, s.get("encoder") or {}, s["models"]
     labels = {name: DECODER_NAMES.get(name, name) for name in models}
-    rows = [{"label": labels[name], "coco": {k: (v["mean"], v["std"]) for k, v in m["coco"].items()},
-             "bleu4": (m["test_bleu4_mean"], m["test_bleu4_std"]), "ratio": m.get("border_ratio")}
+    seeds = s.get("seeds", [])
+    one = len(seeds) == 1  # one seed: the score alone, not "± 0"
+
+    def spread(mean, std):
+        return mean, None if one else std
+
+    rows = [{"label": labels[name], "coco": {k: spread(v["mean"], v["std"]) for k, v in m["coco"].items()},
+             "bleu4": spread(m["test_bleu4_mean"], m["test_bleu4_std"]), "ratio": m.get("border_ratio")}
             for name, m in models.items()]
     comparisons = []
     for c in s.get("comparisons") or []:
@@ -154,18 +160,24 @@ def _best_values(stage: dict, study_stage: dict) -> dict:
         **stage,
         "preset": stage.get("preset") or cfg.get("preset", "best"),
         "recipe": _best_recipe(cfg, enc, labels),
-        "seeds": ", ".join(map(str, s.get("seeds", []))),
+        "seeds": ", ".join(map(str, seeds)),
+        "runs": f"seed {seeds[0]}" if one else f"mean ± std over seeds {', '.join(map(str, seeds))}",
         "rows": rows,
         "published": study.PUBLISHED_CAPTION,
         "comparisons": comparisons,
         "scst": scst,
-        "border": _border_rows(s, labels),
+        "border": [{**b, "std": None} if one else b for b in _border_rows(s, labels)],
         "grid": "x".join(map(str, enc.get("grid", []))),
         "attention_figures": [(labels.get(name, name), images) for name, images in figures.items()],
         "seconds": {"best": best_seconds, "study": study_seconds,
                     "study_preset": study_stage.get("preset") or (study_stage.get("summary") or {}).get("preset"),
                     "ratio": best_seconds / study_seconds if best_seconds and study_seconds else None},
     }
+
+
+def _count(n, noun: str) -> str:
+    """(1, 'epoch') -> '1 epoch'; (4, 'epoch') -> '4 epochs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _best_recipe(cfg: dict, enc: dict, labels: dict) -> list[tuple[str, str]]:
@@ -180,14 +192,15 @@ def _best_recipe(cfg: dict, enc: dict, labels: dict) -> list[tuple[str, str]]:
               + (f", each region {cfg['feature_norm']}-normalised" if cfg.get("feature_norm", "none") != "none"
                  else ", not rescaled"))]
     if "Transformer" in labels.values():
-        lines.append(("Transformer", f"{cfg.get('layers')} layer(s), width {cfg.get('model_dim')}, "
+        lines.append(("Transformer", f"{_count(cfg.get('layers'), 'layer')}, width {cfg.get('model_dim')}, "
                                      f"{cfg.get('heads')} heads, dropout {cfg.get('transformer_dropout')}"))
-    lines.append(("cross-entropy training", f"{cfg.get('epochs')} epochs, Adam lr {cfg.get('lr')}, "
+    lines.append(("cross-entropy training", f"{_count(cfg.get('epochs'), 'epoch')}, Adam lr {cfg.get('lr')}, "
                                             f"batch {cfg.get('batch_size')}"))
     scst_epochs = cfg.get("scst_epochs") or 0
-    lines.append(("self-critical training", f"{scst_epochs} epoch(s) after cross-entropy, reward CIDEr-D against "
-                                            f"the training references, baseline {cfg.get('scst_baseline')} of "
-                                            f"{cfg.get('scst_samples')} samples per image, Adam lr {cfg.get('scst_lr')}"
+    lines.append(("self-critical training", f"{_count(scst_epochs, 'epoch')} after cross-entropy, reward "
+                                            f"CIDEr-D against the training references, baseline "
+                                            f"{cfg.get('scst_baseline')} of {cfg.get('scst_samples')} samples "
+                                            f"per image, Adam lr {cfg.get('scst_lr')}"
                   if scst_epochs else "none (cross-entropy only)"))
     beam = cfg.get("beam", 1)
     lines.append(("decoding", "greedy" if beam == 1 else f"beam search, beam {beam}"))
