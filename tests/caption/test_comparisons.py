@@ -61,6 +61,12 @@ def test_self_critical_fields(summary):
         assert len(m["val_bleu4"]) == THREE.epochs + THREE.scst_epochs
         assert all(len(s["scst_reward"]) == 1 for s in m["seeds"])
         assert m["scst_reward"] == m["seeds"][0]["scst_reward"]
+        # the cross-entropy models' test scores, and the paired gain of the self-critical stage
+        before = m["before_scst"]
+        assert set(before["coco"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "cider", "rouge_l"}
+        gain = before["scst_gain"]
+        assert gain["difference"] == pytest.approx(m["coco"]["cider"]["mean"] - before["coco"]["cider"]["mean"])
+        assert gain["ci_low"] <= gain["difference"] <= gain["ci_high"]
 
 
 def test_no_self_critical_fields_without_the_stage(summary, tiny_data, tmp_path):

@@ -201,11 +201,16 @@ def test_a_run_stopped_in_either_stage_resumes_to_the_same_numbers(tiny, tmp_pat
     torch.manual_seed(1234)  # whatever the random state now, the resumed run restores its own
     resumed, _ = _train_run(tiny, config, tmp_path / "stopped")
     for key in ("train_loss", "val_bleu4", "scst_reward", "val_cider", "test_bleu4", "test_bleu4_best",
-                "best_epoch", "cider", "captions"):
+                "best_epoch", "cider", "captions", "before_scst"):
         assert resumed[key] == straight[key], key
+    # the cross-entropy model's test scores, recorded before the self-critical stage
+    before = straight["before_scst"]
+    assert set(before) == {"coco", "test_bleu4", "cider_per_image"}
+    assert len(before["cider_per_image"]) == len(straight["cider_per_image"]) == len(straight["captions"])
+    assert before["coco"]["cider"] == pytest.approx(np.mean(before["cider_per_image"]))
 
 
 def test_without_scst_a_run_records_what_it_did_before(tiny, tmp_path):
     result, _ = _train_run(tiny, SMALL.replace(epochs=2), tmp_path)
-    assert "scst_reward" not in result and "val_cider" not in result
+    assert "scst_reward" not in result and "val_cider" not in result and "before_scst" not in result
     assert len(result["val_bleu4"]) == len(result["train_loss"]) == 2

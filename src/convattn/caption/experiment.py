@@ -240,6 +240,17 @@ def summarise_model(results: list[dict]) -> dict:
         out["coco"][name] = {"mean": mean, "std": std}
     if "scst_reward" in first:  # self-critical epochs: per epoch, mean sampled reward and val CIDEr-D
         out["scst_reward"], out["val_cider"] = first["scst_reward"], first["val_cider"]
+    if "before_scst" in first:  # the same runs' cross-entropy models, before the self-critical stage
+        out["before_scst"] = {"coco": {}}
+        for name in COCO[:-1]:  # no METEOR
+            mean, std = metrics.mean_std([r["before_scst"]["coco"][name] for r in results])
+            out["before_scst"]["coco"][name] = {"mean": mean, "std": std}
+        mean, std = metrics.mean_std([r["before_scst"]["test_bleu4"] for r in results])
+        out["before_scst"]["test_bleu4"] = {"mean": mean, "std": std}
+        # paired bootstrap over test images of (after - before) CIDEr-D, seeds averaged per image
+        before = np.mean([r["before_scst"]["cider_per_image"] for r in results], axis=0)
+        after = np.mean([r["cider_per_image"] for r in results], axis=0)
+        out["before_scst"]["scst_gain"] = {"metric": "cider", **metrics.paired_bootstrap(before, after)}
     if "border_mass" in first:  # attention decoders: outer-ring attention, mean over seeds
         out["border_mass"], out["border_mass_std"] = metrics.mean_std([r["border_mass"] for r in results])
         out["border_area_share"] = first["border_area_share"]

@@ -97,6 +97,8 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
 
     if config.scst_epochs:  # the self-critical stage (caption/scst.py); its epochs continue the count
         reward, total = scst.training_reward(data), config.epochs + config.scst_epochs
+        if "before_scst" not in history:  # the cross-entropy model's test scores (report only)
+            history["before_scst"] = test_scores(decoder, data, config, max_steps)
     for epoch in range(max(start, config.epochs), config.epochs + config.scst_epochs):
         t0 = time.perf_counter()
         if epoch == config.epochs:
@@ -121,7 +123,8 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     result.update(model=model, seed=seed, config=key, train_loss=history["train_loss"],
                   val_bleu4=history["val_bleu4"], epoch_seconds=history["epoch_seconds"],
                   final_val_bleu4=history["val_bleu4"][-1],
-                  **{name: history[name] for name in ("scst_reward", "val_cider") if name in history},
+                  **{name: history[name] for name in ("scst_reward", "val_cider", "before_scst")
+                     if name in history},
                   seconds=sum(history["epoch_seconds"]) + time.perf_counter() - t0)
     runs.save_state(folder / "checkpoint.pt", key=key, epoch=config.epochs + config.scst_epochs,
                     status="finished", history=history, model=decoder, optimizer=optimizer, best=best,
@@ -147,6 +150,16 @@ def end_epoch(folder: Path, key: dict, epoch: int, val: float, history: dict, de
     return best
 
 
+def test_scores(decoder, data: Data, config: CaptionConfig, max_steps: int) -> dict:
+    """The coco-caption scores and per-image CIDEr-D of the decoder's test captions, no
+    METEOR: what a self-critical run records of its cross-entropy model before the
+    self-critical stage, so the report can say what that stage added on the same seeds."""
+    references = data.references("test")
+    hyps = caption_split(decoder, data, "test", max_steps, config.beam)
+    return {"coco": metrics.coco(references, hyps, None), "test_bleu4": metrics.bleu4(references, hyps),
+            "cider_per_image": metrics.cider_per_image(references, hyps)}
+
+
 def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: int) -> dict:
     """Test scores of the final decoder (every metric, the coco-caption set under "coco",
     and for an attention decoder its outer-ring attention, metrics.border_mass) and of the
@@ -167,5 +180,6 @@ def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: 
         "corpus_bleu": test["corpus_bleu"], "cider": test["cider"], "rouge_l": test["rouge_l"],
         "meteor": test.get("meteor"),
         "test_bleu4_per_image": metrics.bleu4_per_image(references, hyps),
+        "cider_per_image": metrics.cider_per_image(references, hyps),
         "captions": {im.name: " ".join(h) for im, h in zip(data.splits["test"], hyps)},
     }
