@@ -27,6 +27,7 @@ from convattn.caption.encoders import ENCODER_LAYERS, EncoderSpec, check_spec, l
 from convattn.caption.features import region_features
 from convattn.caption.loop import caption_images
 from convattn.caption.presets import STUDY_SHOWN, CaptionConfig
+from convattn.caption.rerank import reranker_for
 from convattn.caption.run import train_run
 from convattn.common import distributed, io, runs
 from convattn.common.errors import UserError
@@ -100,7 +101,8 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
             return None
         results = {m: [result for result, _ in pairs] for m, pairs in trained.items()}
         max_steps = config.max_steps or data.max_len
-        generated = {m: caption_images(pairs[0][1], data, shown_images, max_steps, config.beam)
+        generated = {m: caption_images(pairs[0][1], data, shown_images, max_steps, config.beam,
+                                         reranker_for(data, config.rerank))
                      for m, pairs in trained.items()}
 
     summary = {

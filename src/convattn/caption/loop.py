@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from convattn.caption.data import Data
-from convattn.caption.decode import decode
+from convattn.caption.decode import beam_search_all, decode
 from convattn.common import distributed
 from convattn.common.progress import progress
 from convattn.data.captions import END_ID, PAD_ID, CaptionImage
@@ -83,33 +83,49 @@ def attention_penalty(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((1.0 - received) ** 2).mean()
 
 
+def decode_images(decoder, data: Data, images: list[CaptionImage], max_steps: int, beam: int = 1,
+                  reranker=None) -> tuple[list[list[int]], list]:
+    """Token ids (per image a list: words, then <end> when generated) and attention weights
+    ([S, R] tensors, or None) of the images, decoded as one batch: greedy or beam search;
+    with a `reranker` (rerank.ConsensusReranker) the beam's hypotheses are decoded and
+    the reranker picks each image's."""
+    features = data.image_features(images)
+    if reranker is None:
+        ids, alphas = decode(decoder, features, max_steps, beam, data.grid)
+        rows = [row[:row.index(END_ID) + 1] if END_ID in row else row for row in ids.tolist()]
+        return rows, [None if alphas is None else alphas[i, :len(row)] for i, row in enumerate(rows)]
+    hyps = beam_search_all(decoder, features, max_steps, beam, data.grid)
+    candidates = [[h["ids"].tolist() for h in image] for image in hyps]
+    picks = reranker.choose([im.index for im in images],
+                            [[data.vocab.decode(ids) for ids in image] for image in candidates])
+    return ([candidates[i][k] for i, k in enumerate(picks)],
+            [hyps[i][k]["alphas"] for i, k in enumerate(picks)])
+
+
 def caption_split(decoder, data: Data, split: str, max_steps: int, beam: int = 1,
-                  batch_size: int = 256, with_alphas: bool = False):
-    """Free-running captions (word lists) for every image of a split, decoded in batches.
-    with_alphas: -> (captions, per image the attention [S, R] of its S = words + 1 generated
-    tokens, <end> included; None without attention)."""
+                  batch_size: int = 256, with_alphas: bool = False, reranker=None):
+    """Free-running captions (word lists) for every image of a split, decoded in batches
+    (`decode_images`). with_alphas: -> (captions, per image the attention [S, R] of its
+    S = words + 1 generated tokens, <end> included; None without attention)."""
     images = data.splits[split]
     words, weights = [], []
     for lo in range(0, len(images), batch_size):
-        ids, alphas = decode(decoder, data.image_features(images[lo:lo + batch_size]), max_steps, beam)
-        for i, row in enumerate(ids.tolist()):
-            words.append(data.vocab.decode(row))
-            steps = row.index(END_ID) + 1 if END_ID in row else len(row)  # tokens up to <end>
-            weights.append(None if alphas is None else alphas[i, :steps].cpu().numpy())
+        ids, alphas = decode_images(decoder, data, images[lo:lo + batch_size], max_steps, beam, reranker)
+        words += [data.vocab.decode(row) for row in ids]
+        weights += [None if a is None else a.cpu().numpy() for a in alphas]
     return (words, weights) if with_alphas else words
 
 
 def caption_images(decoder, data: Data, images: list[CaptionImage], max_steps: int,
-                   beam: int = 1) -> list[tuple[list[str], list[str], np.ndarray | None]]:
+                   beam: int = 1, reranker=None) -> list[tuple[list[str], list[str], np.ndarray | None]]:
     """Each image's caption (word list), its S generated tokens (Vocabulary.tokens: <unk>
     kept, <end> when it was generated) and, for an attention decoder, their attention
     weights [S, R]; else None."""
     if not images:
         return []
-    ids, alphas = decode(decoder, data.image_features(images), max_steps, beam)
+    ids, alphas = decode_images(decoder, data, images, max_steps, beam, reranker)
     out = []
-    for i in range(len(images)):
-        tokens = data.vocab.tokens(ids[i].tolist())
-        weights = None if alphas is None else alphas[i, :len(tokens)].cpu().numpy()
-        out.append((data.vocab.decode(ids[i].tolist()), tokens, weights))
+    for row, a in zip(ids, alphas):
+        tokens = data.vocab.tokens(row)
+        out.append((data.vocab.decode(row), tokens, None if a is None else a[:len(tokens)].cpu().numpy()))
     return out

@@ -82,6 +82,9 @@ class CaptionConfig(Config):
     seeds: int = option(5, "seeds per model (seed, seed+1, ...)", key=False)
     # decoding and evaluation
     beam: int = option(1, "beam size for the test captions (1 = greedy)")
+    rerank: int = option(0, "consensus reranking of the test captions: of the beam's hypotheses keep the "
+                         "one with the highest mean CIDEr-D against the captions of the N training images "
+                         "nearest in mean region feature (Devlin et al. 2015); 0 = off, needs --beam >= 2")
     max_steps: int | None = option(None, "longest caption generated (None: the longest training "
                                    "caption)")
     show: tuple[str, ...] = option(STUDY_SHOWN, "images whose captions and attention maps are drawn "
@@ -122,6 +125,9 @@ class CaptionConfig(Config):
         require(self.scst_samples >= (2 if self.scst_baseline == "mean" else 1), self, "scst_samples",
                 "must be at least 2 with --scst-baseline mean (the others' mean is the baseline), 1 with greedy")
         require(self.attention_reg >= 0, self, "attention_reg", "must be at least 0")
+        require(self.rerank >= 0, self, "rerank", "must be at least 0 (0 = off)")
+        require(self.rerank == 0 or self.beam >= 2, self, "rerank",
+                "reranking chooses among the beam's hypotheses: add --beam 5 (or more than 1)")
         require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "must be at least 1")
         require(self.bootstrap >= 1, self, "bootstrap", "must be at least 1")
 

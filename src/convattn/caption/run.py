@@ -30,6 +30,7 @@ from convattn.caption.decoders import build_decoder
 from convattn.caption.encoders import EncoderSpec
 from convattn.caption.loop import caption_split, train_one_epoch
 from convattn.caption.presets import CaptionConfig
+from convattn.caption.rerank import reranker_for
 from convattn.common import distributed, io, runs
 from convattn.common.config import require
 from convattn.common.progress import log
@@ -155,7 +156,8 @@ def test_scores(decoder, data: Data, config: CaptionConfig, max_steps: int) -> d
     METEOR: what a self-critical run records of its cross-entropy model before the
     self-critical stage, so the report can say what that stage added on the same seeds."""
     references = data.references("test")
-    hyps = caption_split(decoder, data, "test", max_steps, config.beam)
+    hyps = caption_split(decoder, data, "test", max_steps, config.beam,
+                         reranker=reranker_for(data, config.rerank))
     return {"coco": metrics.coco(references, hyps, None), "test_bleu4": metrics.bleu4(references, hyps),
             "cider_per_image": metrics.cider_per_image(references, hyps)}
 
@@ -165,11 +167,14 @@ def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: 
     and for an attention decoder its outer-ring attention, metrics.border_mass) and of the
     best-by-validation one (the study's bleu4)."""
     references = data.references("test")
-    hyps, alphas = caption_split(decoder, data, "test", max_steps, config.beam, with_alphas=True)
+    reranker = reranker_for(data, config.rerank)  # None: the beam's (or greedy) caption as it is
+    hyps, alphas = caption_split(decoder, data, "test", max_steps, config.beam, with_alphas=True,
+                                 reranker=reranker)
     test = metrics.all_metrics(references, hyps, with_meteor=config.meteor)
     best_decoder = copy.deepcopy(decoder)
     best_decoder.load_state_dict(best["model"])
-    test_best = metrics.bleu4(references, caption_split(best_decoder, data, "test", max_steps, config.beam))
+    test_best = metrics.bleu4(references, caption_split(best_decoder, data, "test", max_steps, config.beam,
+                                                                 reranker=reranker))
     # where the attention looked while writing the test captions (attention decoders only)
     border = metrics.border_mass(alphas, data.grid) if decoder.uses_attention else {}
     return {
