@@ -50,8 +50,9 @@ class ClassifyConfig(Config):
                           "at batch 8 on a busy machine; speed only)", speed=True)
     sweep: str = option("processes", "how the learning rates are trained: stacked (one model "
                         "stack in one process, one forward/backward per step for all; SGD "
-                        "without momentum at a constant lr, else processes) or processes (one "
-                        "per lr, see --jobs); speed only: the same numbers up to float rounding",
+                        "without momentum at a constant lr in fp32, else processes) or "
+                        "processes (one per lr, see --jobs); speed only: the same numbers up to "
+                        "float rounding",
                         choices=("stacked", "processes"), speed=True)
     jobs: int = option(0, "learning rates trained at once, one process each; 0: all, up to "
                        "two per CPU core (speed only: each run gives the numbers it gives alone)",

@@ -12,8 +12,8 @@ stored as diverged and dropped from the stack at that step (when a separate run 
 too), so its NaNs never reach the others.
 
 Only what the stack implements is stacked: SGD without momentum at a constant learning
-rate. `stackable` says whether a recipe and its stored runs fit; the sweep falls back to
-separate runs when they do not.
+rate, in fp32 (no --amp). `stackable` says whether a recipe and its stored runs fit; the
+sweep falls back to separate runs when they do not.
 """
 
 from __future__ import annotations
