@@ -25,8 +25,10 @@ from convattn.common.runtime import choose_device
 
 
 def register(subparsers) -> None:
+    # allow_abbrev=False: argparse classifies every argument before choosing the subcommand, so
+    # an abbreviation could clash with predict's own flags (predict --model vs --models, --model-dim)
     parser = subparsers.add_parser(
-        "caption",
+        "caption", allow_abbrev=False,
         description="Train LSTM caption decoders without and with additive attention on frozen "
                     "CNN region features of a Karpathy-style dataset; report BLEU-4 (the study's "
                     "metric), corpus BLEU, ROUGE-L, CIDEr-D, over several seeds. "
