@@ -325,3 +325,22 @@ def test_best_stage_that_gave_no_results(tmp_path, with_best, stage, line):
     best = md.split("## Beyond the study: the best recipe")[1].split("## This run against")[0]
     assert line in best and "runs the best captioning recipe beside the study's caption stage" in best
     assert "0.5307 ± 0.0123" in md  # the study's Question 3 is still there
+
+
+def test_best_recipe_says_what_self_critical_training_and_reranking_added(tmp_path, with_best):
+    caption = with_best["stages"]["caption-best"]["summary"]
+    caption["config"].update(beam=5, rerank=20)
+    caption["models"]["attention"]["before_scst"] = {
+        "coco": {"cider": {"mean": 2.5012, "std": 0.1}, "bleu4": {"mean": 0.5432, "std": 0.01}},
+        "scst_gain": {"difference": 0.1234, "ci_low": -0.0456, "ci_high": 0.2901}}
+    caption["comparisons"].append({"pair": "transformer - attention", "metric": "cider_before_scst",
+                                   "difference": -0.3012, "ci_low": -0.5123, "ci_high": -0.1001,
+                                   "excludes_zero": True, "seeds": 2, "images": 58, "samples": 10_000})
+    write_report(tmp_path, with_best)
+    best = (tmp_path / "report.md").read_text().split("## Beyond the study: the best recipe")[1]
+    assert "| decoding | beam search, beam 5; of the beam's hypotheses the one with the highest mean " \
+           "CIDEr-D against the captions of the 20 training images nearest in mean region feature " \
+           "(consensus reranking) |" in best
+    assert "| LSTM with additive attention | 2.501 | " in best and "| +0.1234 [-0.0456, +0.2901] | 0.543 | " in best
+    assert "- Transformer − LSTM with additive attention, CIDEr-D of the cross-entropy models (before " \
+           "self-critical training): **-0.3012**" in best

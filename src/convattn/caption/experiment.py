@@ -274,7 +274,7 @@ def compare(no_attention: list[dict], attention: list[dict], samples: int) -> di
 
 def compare_pairs(results: dict, data: Data, samples: int) -> list[dict]:
     """Every pair of trained decoders (a, b), in --models order, on the study's bleu4 and on
-    CIDEr-D: paired bootstrap over test images of b - a, each image's score averaged over
+    CIDEr-D (and, after self-critical training, on the cross-entropy models' CIDEr-D): paired bootstrap over test images of b - a, each image's score averaged over
     seeds first (as in `compare`). Per-image CIDEr-D is scored against the test references
     with idf over the whole test split, so its mean over images is the run's CIDEr-D."""
     references = data.references("test")
@@ -283,15 +283,20 @@ def compare_pairs(results: dict, data: Data, samples: int) -> list[dict]:
     def per_image(run: dict, metric: str) -> list[float]:
         if metric == "bleu4":
             return run["test_bleu4_per_image"]
+        if metric == "cider_before_scst":  # the cross-entropy models, before self-critical training
+            return run["before_scst"]["cider_per_image"]
         return metrics.cider_per_image(references, [run["captions"][name].split() for name in names])
 
+    compared = ("bleu4", "cider")
+    if all("before_scst" in r for runs_of_m in results.values() for r in runs_of_m):
+        compared += ("cider_before_scst",)
     scores = {(m, metric): np.mean([per_image(r, metric) for r in runs_of_m], axis=0)
-              for m, runs_of_m in results.items() for metric in ("bleu4", "cider")}
+              for m, runs_of_m in results.items() for metric in compared}
     out = []
     models = list(results)
     for i, a in enumerate(models):
         for b in models[i + 1:]:
-            for metric in ("bleu4", "cider"):
+            for metric in compared:
                 test = metrics.paired_bootstrap(scores[a, metric], scores[b, metric], samples=samples)
                 out.append({"pair": f"{b} - {a}", "metric": metric, **test,
                             "excludes_zero": test["ci_low"] > 0 or test["ci_high"] < 0,

@@ -35,7 +35,8 @@ DECODERS = {"no_attention": "without attention (Q3.1a)", "attention": "with addi
 # every decoder `caption --models` trains, for the best recipe's section
 DECODER_NAMES = {"no_attention": "LSTM without attention", "attention": "LSTM with additive attention",
                  "transformer": "Transformer"}
-METRIC_NAMES = {"bleu4": "the study's bleu4", "cider": "CIDEr-D"}
+METRIC_NAMES = {"bleu4": "the study's bleu4", "cider": "CIDEr-D",
+                "cider_before_scst": "CIDEr-D of the cross-entropy models (before self-critical training)"}
 
 # CommonMark plus pipe tables; raw HTML in the text (a caption, an error message) stays text
 MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
@@ -149,7 +150,9 @@ def _best_values(stage: dict, study_stage: dict) -> dict:
         higher = labels.get(b, b) if c["difference"] > 0 else labels.get(a, a)
         comparisons.append({**c, "b": labels.get(b, b), "a": labels.get(a, a),
                             "metric_name": METRIC_NAMES.get(c["metric"], c["metric"]), "higher": higher})
-    scst = [{"label": labels[name], "val_cider": m["val_cider"], "reward": m["scst_reward"]}
+    scst = [{"label": labels[name], "val_cider": m["val_cider"], "reward": m["scst_reward"],
+             "before": m.get("before_scst"), "after": {"cider": m["coco"]["cider"]["mean"],
+                                                       "bleu4": m["coco"]["bleu4"]["mean"]}}
             for name, m in models.items() if m.get("scst_reward")]
     figures = (s.get("figures") or {}).get("attention_models") or {}
     best_seconds = stage.get("run_seconds", (s.get("timing") or {}).get("runs_seconds"))
@@ -203,7 +206,12 @@ def _best_recipe(cfg: dict, enc: dict, labels: dict) -> list[tuple[str, str]]:
                                             f"per image, Adam lr {cfg.get('scst_lr')}"
                   if scst_epochs else "none (cross-entropy only)"))
     beam = cfg.get("beam", 1)
-    lines.append(("decoding", "greedy" if beam == 1 else f"beam search, beam {beam}"))
+    decoding = "greedy" if beam == 1 else f"beam search, beam {beam}"
+    if cfg.get("rerank"):
+        decoding += (f"; of the beam's hypotheses the one with the highest mean CIDEr-D against the "
+                     f"captions of the {cfg['rerank']} training images nearest in mean region feature "
+                     "(consensus reranking)")
+    lines.append(("decoding", decoding))
     return lines
 
 
