@@ -47,10 +47,13 @@ class CaptionConfig(Config):
                                 "(the study's)", choices=("tanh", "relu"))
     dropout: float = option(0.5, "dropout on the LSTM output")
     # the transformer decoder (--models transformer); the LSTMs ignore these
-    model_dim: int = option(256, "transformer: model width (word and region vectors)")
-    layers: int = option(2, "transformer: decoder layers")
+    # transformer sizes chosen on validation (seed 42, homework training; README "The best recipe"):
+    # 128 wide, 1 layer, dropout 0.3 reached final validation bleu4 0.552 and CIDEr-D 2.29;
+    # 256 wide, 2 layers, dropout 0.1: 0.443 and 2.18 (overfits); a second layer at 128: 0.453
+    model_dim: int = option(128, "transformer: model width (word and region vectors)")
+    layers: int = option(1, "transformer: decoder layers")
     heads: int = option(4, "transformer: attention heads (must divide --model-dim)")
-    transformer_dropout: float = option(0.1, "transformer: dropout on embeddings and residual branches")
+    transformer_dropout: float = option(0.3, "transformer: dropout on embeddings and residual branches")
     # remedies for attention resting on the grid's outer ring (README, "Attention on the
     # border"); each off by default, which is the study's decoder exactly
     outer_ring: str = option("keep", "features of the grid's outer ring: keep, or inward (each replaced "
@@ -156,11 +159,9 @@ PRESETS = {
 #   2.71 after one epoch, then down (2.65, 2.64)
 # - beam 5 with consensus reranking over 20 neighbours: validation CIDEr-D 2.63 (beam 5 alone)
 #   -> 2.89 (5 neighbours 2.76, 10: 2.83)
-# - the Transformer at 128 wide, 1 layer, dropout 0.3: final validation bleu4 0.552 against
-#   0.443 (256 wide, 2 layers, dropout 0.1) and 0.427 (the same, dropout 0.3, lr 1e-4)
+# - the Transformer at its defaults (128 wide, 1 layer, dropout 0.3; chosen on validation)
 BEST = HOMEWORK.replace(preset="best", models=("attention", "transformer"), outer_ring="inward",
-                        feature_norm="layernorm", scst_epochs=1, beam=5, rerank=20,
-                        model_dim=128, layers=1, transformer_dropout=0.3, jobs=0)
+                        feature_norm="layernorm", scst_epochs=1, beam=5, rerank=20, jobs=0)
 PRESETS.update({
     "best": BEST,  # 5 seeds, like homework
     # reproduce --preset fast's second caption stage: the fast preset's shortening of homework
