@@ -126,3 +126,21 @@ def test_recipe_the_stack_lacks_trains_runs_alone(data_dir, tmp_path, capsys):
     summary = sweep_run(config, tmp_path, data_dir)
     assert "cannot be stacked" in capsys.readouterr().err
     assert summary["runs"][0]["status"] == "ok"
+
+
+def test_stacks_in_parallel_processes_give_the_one_stacks_numbers(stacked, data_dir, tmp_path):
+    """--jobs 2: the lrs split into a stack of two and a stack of one, trained in two
+    processes; each member still follows its own run, so the records agree with one stack."""
+    assert sweep.stack_groups(TINY.replace(jobs=2), torch.device("cpu")) == [(1e6, 0.01), (0.1,)]
+    assert sweep.stack_groups(TINY.replace(jobs=5), torch.device("cpu")) == [(1e6,), (0.01,), (0.1,)]
+    assert sweep.stack_groups(TINY.replace(jobs=0), torch.device("meta")) == [TINY.lrs]
+    out, one = stacked
+    two = sweep_run(TINY.replace(jobs=2), tmp_path, data_dir)
+    assert two["best_lr"] == one["best_lr"]
+    for a, b in zip(two["runs"], one["runs"]):
+        assert (a["lr"], a["status"], a["epochs_done"], a["checkpoint"]) == \
+            (b["lr"], b["status"], b["epochs_done"], b["checkpoint"])
+        if a["status"] != "diverged":
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=RTOL)
+            state, alone = (load_checkpoint(d / a["checkpoint"]) for d in (tmp_path, out))
+            assert max_relative_difference(state["model"], alone["model"]) < RTOL

@@ -54,8 +54,10 @@ class ClassifyConfig(Config):
                         "processes (one per lr, see --jobs); speed only: the same numbers up to "
                         "float rounding",
                         choices=("stacked", "processes"), speed=True)
-    jobs: int = option(0, "learning rates trained at once, one process each; 0: all, up to "
-                       "two per CPU core (speed only: each run gives the numbers it gives alone)",
+    jobs: int = option(0, "processes: learning rates trained at once, one process each, 0: all, up "
+                       "to two per CPU core; stacked: stacks trained at once, the lrs split among "
+                       "them, 0: one per CPU core (speed only: each run gives the numbers it gives "
+                       "alone, up to float rounding for stacks)",
                        speed=True)
 
     def check(self) -> None:

@@ -118,9 +118,20 @@ def _sweep(config, out_dir, data_dir, device, quiet, policy, pdf) -> dict:
     if config.sweep == "stacked":
         stored = load_runs(data, config, out_dir, policy)
         if stackable(config, stored):
-            for record in train_stacked(data, config, out_dir, stored, device=device,
-                                        quiet=quiet, on_epoch=store):
-                store(record)
+            groups = stack_groups(config, device)
+            if len(groups) > 1:  # one stack per core: on a quiet 2-core machine a stack of two
+                # and a stack of one in two processes trained the sweep 1.5x faster than one stack
+                log(f"training learning rates as {len(groups)} stacks in parallel processes: "
+                    + "; ".join(", ".join(f"{lr:g}" for lr in g) for g in groups))
+                tasks = [(config.replace(lrs=g), str(out_dir), data_dir, policy) for g in groups]
+                with multiprocessing.get_context("spawn").Pool(len(groups)) as pool:
+                    for group_records in pool.imap_unordered(_train_stack_in_worker, tasks):
+                        for record in group_records:
+                            store(record)
+            else:
+                for record in train_stacked(data, config, out_dir, stored, device=device,
+                                            quiet=quiet, on_epoch=store):
+                    store(record)
             summary = write_summary()
             return write_summary(draw_figures(summary, out_dir, pdf))
         log("--sweep stacked: this recipe or its stored runs cannot be stacked; training "
@@ -152,6 +163,29 @@ def draw_figures(summary: dict, out_dir: Path, pdf: bool) -> dict:
         kernels = {name: model[f"{name}.weight"].float().numpy() for name in ("conv1", "conv2")}
     return plots.draw_all(summary["runs"], summary["best_lr"], out_dir, kernels=kernels,
                           scheduled=summary["config"]["schedule"] != "constant", pdf=pdf)
+
+
+def stack_groups(config: ClassifyConfig, device) -> list[tuple[float, ...]]:
+    """The learning rates split into consecutive groups, one stack per process: --jobs
+    groups (0: one per CPU core), at most one per learning rate; one group on a GPU."""
+    n = 1 if device.type != "cpu" else min(config.jobs or os.cpu_count() or 1, len(config.lrs))
+    size, extra = divmod(len(config.lrs), n)
+    groups, lo = [], 0
+    for i in range(n):  # the first `extra` groups one larger: 3 lrs on 2 cores -> 2 + 1
+        hi = lo + size + (i < extra)
+        groups.append(tuple(config.lrs[lo:hi]))
+        lo = hi
+    return groups
+
+
+def _train_stack_in_worker(task: tuple) -> list[dict]:
+    """One group of learning rates as one stack in a worker process (no progress bar)."""
+    config, out_dir, data_dir, policy = task
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    data = load_data(config, data_dir)
+    stored = load_runs(data, config, Path(out_dir), policy)
+    return train_stacked(data, config, Path(out_dir), stored, device=torch.device("cpu"), quiet=True)
 
 
 def _train_run_in_worker(task: tuple) -> dict:
