@@ -56,7 +56,8 @@ def test_smoke_end_to_end(tiny, tmp_path, capsys):
     assert best["summary"]["config"]["preset"] == "best-smoke"
     assert set(best["summary"]["models"]) == {"attention", "transformer"}
     assert [(c["pair"], c["metric"]) for c in best["summary"]["comparisons"]] == [
-        ("transformer - attention", "bleu4"), ("transformer - attention", "cider")]
+        ("transformer - attention", "bleu4"), ("transformer - attention", "cider"),
+        ("transformer - attention", "cider_before_scst")]  # the cross-entropy models, before SCST
     assert best["run_seconds"] == best["summary"]["timing"]["runs_seconds"] > 0
     assert results["stages"]["caption"]["run_seconds"] > 0
     section = md.split("## Beyond the study: the best recipe")[1].split("## This run against")[0]
