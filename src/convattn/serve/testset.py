@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from pycocoevalcap.cider.cider import Cider
 
 from convattn.caption import metrics
 from convattn.common import io as cio
@@ -51,7 +50,7 @@ class TestSet:
         for model in self.models:
             hyps = [e[model].split() for e in entries]
             scores[model] = {"bleu4": metrics.bleu4_per_image(refs, hyps),
-                             "cider": cider_per_image(refs, hyps)}
+                             "cider": metrics.cider_per_image(refs, hyps)}
         self.rows = [{"name": n, "filename": e["filename"], "references": e["references"],
                       "captions": {m: {"text": e[m], "bleu4": scores[m]["bleu4"][i],
                                        "cider": scores[m]["cider"][i]} for m in self.models}}
@@ -94,8 +93,3 @@ class TestSet:
                 self._pngs.popitem(last=False)
         return data
 
-
-def cider_per_image(references: list[list[list[str]]], hypotheses: list[list[str]]) -> list[float]:
-    """CIDEr-D of each caption (pycocoevalcap's Cider, idf from these references)."""
-    _, per_image = Cider().compute_score(*metrics._coco_inputs(references, hypotheses))
-    return [float(x) for x in per_image]
