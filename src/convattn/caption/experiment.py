@@ -123,7 +123,7 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
     }
     if "no_attention" in results and "attention" in results:
         summary["comparison"] = compare(results["no_attention"], results["attention"], config.bootstrap)
-    summary["comparisons"] = compare_pairs(results, data, config.bootstrap)
+    summary["comparisons"] = compare_pairs(results, config.bootstrap)
     timing.update(runs_seconds=sum(m["seconds_total"] for m in summary["models"].values()),
                   total_seconds=None)
     base = runs.summary_base("caption", config, {"fingerprint": dataset.fingerprint, **summary["dataset"]},
@@ -272,20 +272,19 @@ def compare(no_attention: list[dict], attention: list[dict], samples: int) -> di
     return out
 
 
-def compare_pairs(results: dict, data: Data, samples: int) -> list[dict]:
+def compare_pairs(results: dict, samples: int) -> list[dict]:
     """Every pair of trained decoders (a, b), in --models order, on the study's bleu4 and on
-    CIDEr-D (and, after self-critical training, on the cross-entropy models' CIDEr-D): paired bootstrap over test images of b - a, each image's score averaged over
-    seeds first (as in `compare`). Per-image CIDEr-D is scored against the test references
-    with idf over the whole test split, so its mean over images is the run's CIDEr-D."""
-    references = data.references("test")
-    names = [im.name for im in data.splits["test"]]
+    CIDEr-D (and, after self-critical training, on the cross-entropy models' CIDEr-D):
+    paired bootstrap over test images of b - a, each image's score averaged over seeds first
+    (as in `compare`). Each run's per-image CIDEr-D (metrics.all_metrics) is scored against
+    the test references with idf over the whole test split, so its mean is the run's CIDEr-D."""
 
     def per_image(run: dict, metric: str) -> list[float]:
         if metric == "bleu4":
             return run["test_bleu4_per_image"]
         if metric == "cider_before_scst":  # the cross-entropy models, before self-critical training
             return run["before_scst"]["cider_per_image"]
-        return metrics.cider_per_image(references, [run["captions"][name].split() for name in names])
+        return run["cider_per_image"]
 
     compared = ("bleu4", "cider")
     if all("before_scst" in r for runs_of_m in results.values() for r in runs_of_m):

@@ -95,14 +95,6 @@ def coco_bleu(references, hypotheses) -> dict:
     return {f"bleu{n}": float(score) for n, score in enumerate(scores, start=1)}
 
 
-def coco(references, hypotheses, meteor_score: float | None) -> dict:
-    """The coco-caption metrics papers report: BLEU-1..4, CIDEr-D, ROUGE-L and METEOR
-    (`meteor_score`, computed elsewhere so that one Java scorer serves a whole run; None
-    without Java)."""
-    return {**coco_bleu(references, hypotheses), "cider": cider(references, hypotheses),
-            "rouge_l": rouge_l(references, hypotheses), "meteor": meteor_score}
-
-
 def outer_ring(grid) -> np.ndarray:
     """grid (H', W') -> bool [H' * W'], row-major like the region features: True on rows 0
     and H'-1 and columns 0 and W'-1 (60 of 256 regions on a 16x16 grid)."""
@@ -162,12 +154,20 @@ def meteor(references, hypotheses) -> float | None:
 
 
 def all_metrics(references, hypotheses, with_meteor: bool = True) -> dict:
-    """Every metric of one set of captions, as one flat dict of floats (meteor may be None)."""
-    per_image = bleu4_per_image(references, hypotheses)
-    out = {"bleu4": float(np.mean(per_image)), "corpus_bleu": corpus_bleu(references, hypotheses),
-           "cider": cider(references, hypotheses), "rouge_l": rouge_l(references, hypotheses)}
+    """Every metric of one set of captions, each scorer run once: the study's bleu4 and its
+    per-image values, corpus BLEU, CIDEr-D and its per-image values, ROUGE-L, METEOR (with
+    with_meteor; None without Java) and under "coco" the coco-caption set papers report
+    (BLEU-1..4, CIDEr-D, ROUGE-L, METEOR; meteor None without with_meteor)."""
+    bleu4_images = bleu4_per_image(references, hypotheses)
+    cider_images = cider_per_image(references, hypotheses)
+    out = {"bleu4": float(np.mean(bleu4_images)), "bleu4_per_image": bleu4_images,
+           "corpus_bleu": corpus_bleu(references, hypotheses),
+           "cider": float(np.mean(cider_images)), "cider_per_image": cider_images,
+           "rouge_l": rouge_l(references, hypotheses)}
     if with_meteor:
         out["meteor"] = meteor(references, hypotheses)
+    out["coco"] = {**coco_bleu(references, hypotheses), "cider": out["cider"], "rouge_l": out["rouge_l"],
+                   "meteor": out.get("meteor")}
     return out
 
 

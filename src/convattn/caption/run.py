@@ -158,8 +158,8 @@ def test_scores(decoder, data: Data, config: CaptionConfig, max_steps: int) -> d
     references = data.references("test")
     hyps = caption_split(decoder, data, "test", max_steps, config.beam,
                          reranker=reranker_for(data, config.rerank))
-    return {"coco": metrics.coco(references, hyps, None), "test_bleu4": metrics.bleu4(references, hyps),
-            "cider_per_image": metrics.cider_per_image(references, hyps)}
+    test = metrics.all_metrics(references, hyps, with_meteor=False)
+    return {"coco": test["coco"], "test_bleu4": test["bleu4"], "cider_per_image": test["cider_per_image"]}
 
 
 def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: int) -> dict:
@@ -174,17 +174,17 @@ def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: 
     best_decoder = copy.deepcopy(decoder)
     best_decoder.load_state_dict(best["model"])
     test_best = metrics.bleu4(references, caption_split(best_decoder, data, "test", max_steps, config.beam,
-                                                                 reranker=reranker))
+                                                        reranker=reranker))
     # where the attention looked while writing the test captions (attention decoders only)
     border = metrics.border_mass(alphas, data.grid) if decoder.uses_attention else {}
     return {
         **border,
-        "coco": metrics.coco(references, hyps, test.get("meteor")),
+        "coco": test["coco"],
         "best_epoch": best["epoch"], "best_val_bleu4": best["val_bleu4"],
         "test_bleu4": test["bleu4"], "test_bleu4_best": test_best,
         "corpus_bleu": test["corpus_bleu"], "cider": test["cider"], "rouge_l": test["rouge_l"],
         "meteor": test.get("meteor"),
-        "test_bleu4_per_image": metrics.bleu4_per_image(references, hyps),
-        "cider_per_image": metrics.cider_per_image(references, hyps),
+        "test_bleu4_per_image": test["bleu4_per_image"],
+        "cider_per_image": test["cider_per_image"],
         "captions": {im.name: " ".join(h) for im, h in zip(data.splits["test"], hyps)},
     }
