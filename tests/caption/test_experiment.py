@@ -1,6 +1,5 @@
 """End to end on the tiny dataset: summary schema, figures, the run store's policies, predict."""
 
-import inspect
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +11,7 @@ from convattn.caption.presets import PRESETS
 from convattn.cli import main
 from convattn.common import io
 from convattn.data.captions import load_dataset
+from interrupt import interrupt_at_epoch
 
 SMOKE = PRESETS["smoke"].replace(epochs=2, seeds=2, bootstrap=100)
 ONE = SMOKE.replace(epochs=3, seeds=1, models=("attention",))
@@ -141,16 +141,8 @@ def test_a_changed_setting_is_retrained_and_named(finished, tiny_data, tmp_path,
 
 def _interrupted_run(tiny_data, out, monkeypatch, stop_epoch: int) -> None:
     """Run ONE into `out`, stopped by a KeyboardInterrupt as epoch index `stop_epoch` starts."""
-    real = run.train_one_epoch
-    signature = inspect.signature(real)
-
-    def interrupted(*args, **kwargs):
-        if signature.bind(*args, **kwargs).arguments["epoch"] == stop_epoch:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     with monkeypatch.context() as patch:
-        patch.setattr(run, "train_one_epoch", interrupted)
+        interrupt_at_epoch(patch, run, "train_one_epoch", stop_epoch)
         with pytest.raises(KeyboardInterrupt):
             experiment.run(ONE, tiny_data, out, device="cpu", quiet=True)
 

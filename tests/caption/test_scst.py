@@ -1,7 +1,6 @@
 """Self-critical training: the CIDEr-D reward, sampling, the SCST epoch, and resuming a run
 stopped in either stage."""
 
-import inspect
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from convattn.caption.encoders import EncoderSpec
 from convattn.caption.presets import PRESETS
 from convattn.caption.reward import CiderD
 from convattn.data.captions import END_ID, PAD_ID, START_ID, load_dataset
+from interrupt import interrupt_at_epoch
 
 REFERENCES = [
     ["a red circle on a white background".split(), "there is a red circle".split(),
@@ -183,16 +183,8 @@ def test_a_run_stopped_in_either_stage_resumes_to_the_same_numbers(tiny, tmp_pat
     assert len(straight["val_bleu4"]) == 4 and len(straight["scst_reward"]) == 2
     assert len(straight["val_cider"]) == 2 and len(straight["train_loss"]) == 2
 
-    real = scst.scst_epoch
-    signature = inspect.signature(real)
-
-    def interrupted(*args, **kwargs):
-        if signature.bind(*args, **kwargs).arguments["epoch"] == stop_epoch:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     with monkeypatch.context() as patch:
-        patch.setattr(scst, "scst_epoch", interrupted)
+        interrupt_at_epoch(patch, scst, "scst_epoch", stop_epoch)
         with pytest.raises(KeyboardInterrupt):
             _train_run(tiny, config, tmp_path / "stopped")
     state = torch.load(run.run_dir(tmp_path / "stopped", "blocks", "attention", 42) / "checkpoint.pt",
