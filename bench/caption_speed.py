@@ -52,14 +52,48 @@ from convattn.data.captions import END_ID, PAD_ID, START_ID, load_dataset
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class ReferenceAttentionDecoder(nn.Module):
-    """The course skeleton's way: attention recomputes W_f f at every step, the output layer
-    runs per step, every caption runs for the full padded length. Same parameter names as
-    DecoderWithAttention, so the same weights load into both."""
+class ReferenceDecoder(nn.Module):
+    """The course skeleton's decoder without attention: the output layer runs per step and
+    every caption runs for the full padded length. Same parameters as DecoderWithoutAttention,
+    so the same weights load into both."""
 
-    def __init__(self, ours: DecoderWithAttention):
+    def __init__(self, ours: DecoderWithoutAttention):
         super().__init__()
         self.ours = ours
+
+    def lstm_input(self, embedded, features, h):
+        """The LSTM's input at one step: the word's embedding."""
+        return embedded
+
+    def forward(self, features, captions):
+        d = self.ours
+        mean = features.mean(1)
+        h, c = d.init_h(mean), d.init_c(mean)
+        outputs = []
+        for t in range(captions.shape[1] - 1):
+            h, c = d.lstm(self.lstm_input(d.embedding(captions[:, t]), features, h), (h, c))
+            outputs.append(d.fc(d.dropout(h)))
+        return torch.stack(outputs, 1)
+
+    @torch.no_grad()
+    def caption_one(self, features, max_steps):
+        """features [1, R, C] -> word ids; one image at a time."""
+        d = self.ours
+        mean = features.mean(1)
+        h, c = d.init_h(mean), d.init_c(mean)
+        word, out = torch.tensor([START_ID]), []
+        for _ in range(max_steps):
+            h, c = d.lstm(self.lstm_input(d.embedding(word), features, h), (h, c))
+            word = d.fc(h).argmax(-1)
+            out.append(int(word))
+            if out[-1] == END_ID:
+                break
+        return out
+
+
+class ReferenceAttentionDecoder(ReferenceDecoder):
+    """The course skeleton's attention decoder: as ReferenceDecoder, and attention recomputes
+    W_f f at every step. Same parameter names as DecoderWithAttention."""
 
     def attend(self, features, h):
         a = self.ours.attention
@@ -67,66 +101,9 @@ class ReferenceAttentionDecoder(nn.Module):
         alpha = e.softmax(-1)
         return (alpha[:, :, None] * features).sum(1)
 
-    def forward(self, features, captions):
-        d = self.ours
-        mean = features.mean(1)
-        h, c = d.init_h(mean), d.init_c(mean)
-        outputs = []
-        for t in range(captions.shape[1] - 1):
-            context = self.attend(features, h)
-            h, c = d.lstm(torch.cat([d.embedding(captions[:, t]), context], 1), (h, c))
-            outputs.append(d.fc(d.dropout(h)))
-        return torch.stack(outputs, 1)
-
-    @torch.no_grad()
-    def caption_one(self, features, max_steps):
-        """features [1, R, C] -> word ids; one image at a time."""
-        d = self.ours
-        mean = features.mean(1)
-        h, c = d.init_h(mean), d.init_c(mean)
-        word, out = torch.tensor([START_ID]), []
-        for _ in range(max_steps):
-            context = self.attend(features, h)
-            h, c = d.lstm(torch.cat([d.embedding(word), context], 1), (h, c))
-            word = d.fc(h).argmax(-1)
-            out.append(int(word))
-            if out[-1] == END_ID:
-                break
-        return out
-
-
-class ReferenceDecoder(nn.Module):
-    """The course skeleton's decoder without attention: the output layer runs per step and
-    every caption runs for the full padded length. Same parameters as DecoderWithoutAttention."""
-
-    def __init__(self, ours: DecoderWithoutAttention):
-        super().__init__()
-        self.ours = ours
-
-    def forward(self, features, captions):
-        d = self.ours
-        mean = features.mean(1)
-        h, c = d.init_h(mean), d.init_c(mean)
-        outputs = []
-        for t in range(captions.shape[1] - 1):
-            h, c = d.lstm(d.embedding(captions[:, t]), (h, c))
-            outputs.append(d.fc(d.dropout(h)))
-        return torch.stack(outputs, 1)
-
-    @torch.no_grad()
-    def caption_one(self, features, max_steps):
-        """features [1, R, C] -> word ids; one image at a time."""
-        d = self.ours
-        mean = features.mean(1)
-        h, c = d.init_h(mean), d.init_c(mean)
-        word, out = torch.tensor([START_ID]), []
-        for _ in range(max_steps):
-            h, c = d.lstm(d.embedding(word), (h, c))
-            word = d.fc(h).argmax(-1)
-            out.append(int(word))
-            if out[-1] == END_ID:
-                break
-        return out
+    def lstm_input(self, embedded, features, h):
+        """The LSTM's input at one step: [embedding; attention context]."""
+        return torch.cat([embedded, self.attend(features, h)], 1)
 
 
 REFERENCES = {"no_attention": (DecoderWithoutAttention, ReferenceDecoder),
