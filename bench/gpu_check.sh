@@ -4,13 +4,14 @@
 #   1. classify --preset smoke: one run per lr, the stacked sweep, and --amp bf16
 #   2. caption --preset smoke: region features extracted on the GPU, then training
 #   3. serve: the app built on the GPU from the smoke caption models, one caption request
-#   4. the speed benchmarks with --device cuda (classify_speed, classify_sweep_speed, and
-#      caption_speed when it takes --device), whose ratios are the figures to report
+#   4. the speed benchmarks with --device cuda, ours and the reference both on the GPU
+#      (classify_speed, classify_sweep_speed, caption_speed with the one-seed protocol),
+#      whose ratios are the figures to report
 # Without CUDA it stops at once with exit status 1 and says why.
 # Usage: bench/gpu_check.sh [OUT]   (OUT: folder for the runs, default a new temporary one)
 # Environment: PYTHON (default .venv/bin/python), SYDNEY (Sydney-Captions folder, default
-# $CONVATTN_SYDNEY, then ../shared/datasets/sydney-captions), STEPS (classify_speed.py's
-# steps, default 3000).
+# $CONVATTN_SYDNEY, then ../shared/datasets/sydney-captions), STEPS (the classify
+# benchmarks' steps, default 3000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,11 +85,7 @@ with TestClient(app) as client:
 EOF
 
 step "$PYTHON" bench/classify_speed.py --device cuda --steps "$STEPS" --repeat 2
-step "$PYTHON" bench/classify_sweep_speed.py --device cuda --steps 1000 --repeat 2
-if "$PYTHON" bench/caption_speed.py --help | grep -q -- '--device'; then
-    step "$PYTHON" bench/caption_speed.py --device cuda
-else
-    echo "bench/caption_speed.py takes no --device: captioning speed on the GPU not measured"
-fi
+step "$PYTHON" bench/classify_sweep_speed.py --device cuda --steps "$STEPS" --repeat 2
+step "$PYTHON" bench/caption_speed.py --device cuda --data "$SYDNEY" --protocol --jobs 1
 echo
 echo "gpu_check: every step passed; runs in $OUT"
