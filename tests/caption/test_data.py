@@ -1,10 +1,14 @@
 import json
+import os
+import shutil
+import time
 
 import pytest
 from PIL import Image
 
 from convattn.caption.encoders import load_image
 from convattn.common.errors import UserError
+from convattn.data import captions
 from convattn.data.captions import (END, END_ID, PAD_ID, SPECIALS, START_ID, UNK, UNK_ID,
                                     Vocabulary, build_vocabulary, load_dataset)
 
@@ -120,3 +124,130 @@ def test_tokens_keep_one_entry_per_decoding_step():
     assert vocab.tokens([a, UNK_ID, river, END_ID, PAD_ID]) == ["a", UNK, "river", END]
     assert vocab.decode([a, UNK_ID, river, END_ID, PAD_ID]) == ["a", "river"]
     assert vocab.tokens([a, river, a]) == ["a", "river", "a"]  # cut at max_steps: no <end>
+
+
+# --- the fingerprint: the images' content, remembered by stat -------------------------------
+
+DAY = 86_400 * 10**9
+
+
+def _set_dates(root, ns):
+    """Every image's mtime (and atime) to `ns`: as a copy or a restore leaves them."""
+    for path in (root / "images").iterdir():
+        os.utime(path, ns=(ns, ns))
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A cache folder of this test's own, so its memo starts empty."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("CONVATTN_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """The names of the image files read and hashed, in order."""
+    names = []
+    real = captions._file_sha256
+
+    def counting(path):
+        names.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(captions, "_file_sha256", counting)
+    return names
+
+
+def test_fingerprint_is_the_same_for_a_copy_with_new_dates(tiny_copy, tmp_path, own_cache):
+    _set_dates(tiny_copy, 1000 * DAY)
+    original = load_dataset(tiny_copy).fingerprint
+    copy = shutil.copytree(tiny_copy, tmp_path / "copy")
+    _set_dates(copy, 2000 * DAY)
+    assert load_dataset(copy).fingerprint == original
+    # and the original's, now remembered, once more with new dates
+    assert load_dataset(tiny_copy).fingerprint == original
+    _set_dates(tiny_copy, 3000 * DAY)
+    assert load_dataset(tiny_copy).fingerprint == original
+
+
+def test_fingerprint_changes_with_an_image_s_bytes(tiny_copy, own_cache, hashed):
+    _set_dates(tiny_copy, 1000 * DAY)
+    before = load_dataset(tiny_copy).fingerprint
+    # one byte changed in place: same name, same size, and the old mtime put back, so only
+    # the inode's ctime tells; the image header stays readable
+    path = tiny_copy / "images" / "7.png"
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(1000 * DAY, 1000 * DAY))
+    hashed.clear()
+    after = load_dataset(tiny_copy, check_images=False).fingerprint
+    assert hashed == ["7.png"] and after != before
+    # the old bytes back: the old fingerprint
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert load_dataset(tiny_copy).fingerprint == before
+
+
+def test_fingerprint_changes_with_a_renamed_or_missing_image(tiny_copy, own_cache):
+    _set_dates(tiny_copy, 1000 * DAY)
+    before = load_dataset(tiny_copy).fingerprint
+    # the same bytes under another name, in dataset.json and on disk
+    os.rename(tiny_copy / "images" / "4.png", tiny_copy / "images" / "renamed.png")
+    _edit(tiny_copy, lambda d: d["images"][3].update(filename="renamed.png"))
+    renamed = load_dataset(tiny_copy).fingerprint
+    assert renamed != before
+    (tiny_copy / "images" / "renamed.png").unlink()
+    missing = load_dataset(tiny_copy, check_images=False).fingerprint
+    assert len({before, renamed, missing}) == 3
+
+
+def test_unchanged_images_are_not_read_again(tiny_copy, own_cache, hashed):
+    _set_dates(tiny_copy, 1000 * DAY)
+    first = load_dataset(tiny_copy).fingerprint
+    assert len(hashed) == 46 and list(own_cache.glob("image-digests/*.json"))
+    hashed.clear()
+    assert load_dataset(tiny_copy).fingerprint == first and hashed == []
+    # a new date on one file (touched, restored, copied over itself): only that one is read
+    os.utime(tiny_copy / "images" / "9.png", ns=(1001 * DAY, 1001 * DAY))
+    assert load_dataset(tiny_copy).fingerprint == first and hashed == ["9.png"]
+
+
+def test_a_file_written_just_now_is_not_remembered(tiny_copy, own_cache, hashed):
+    # a second write in the same timestamp tick could keep (size, mtime): a file modified
+    # just before it was hashed is hashed again on the next load
+    _set_dates(tiny_copy, 1000 * DAY)
+    now = time.time_ns()
+    os.utime(tiny_copy / "images" / "9.png", ns=(now, now))
+    load_dataset(tiny_copy)
+    hashed.clear()
+    load_dataset(tiny_copy)
+    assert hashed == ["9.png"]
+
+
+@pytest.mark.parametrize("memo", [b"{not json", b"\xff\xfe", b"[]", b'{"version": 1}', "files"])
+def test_a_corrupt_memo_means_hashing_everything(tiny_copy, own_cache, hashed, memo):
+    _set_dates(tiny_copy, 1000 * DAY)
+    first = load_dataset(tiny_copy).fingerprint
+    (path,) = own_cache.glob("image-digests/*.json")
+    if memo == "files":  # the right frame, wrong entries
+        raw = json.loads(path.read_text())
+        raw["files"] = {name: ["x"] * 6 for name in raw["files"]} | {"1.png": "x", "2.png": None}
+        memo = json.dumps(raw).encode()
+    path.write_bytes(memo)
+    hashed.clear()
+    assert load_dataset(tiny_copy).fingerprint == first and len(hashed) == 46
+    # and the memo is whole again
+    hashed.clear()
+    assert load_dataset(tiny_copy).fingerprint == first and hashed == []
+
+
+def test_an_unwritable_cache_means_hashing_every_time(tiny_copy, tmp_path, monkeypatch, hashed):
+    _set_dates(tiny_copy, 1000 * DAY)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("CONVATTN_CACHE", str(blocker))
+    first = load_dataset(tiny_copy).fingerprint
+    second = load_dataset(tiny_copy).fingerprint
+    assert first == second and len(hashed) == 2 * 46

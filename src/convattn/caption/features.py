@@ -7,9 +7,9 @@ Cache layout, under `cache_dir()/features/<key>/`:
     features.npy   float16 [N, R, C]: row i is dataset.json's i-th image; memory-mapped on read
     meta.json      the key's ingredients, grid (H', W'), written last: its presence marks a
                    complete cache
-`key` is a SHA-256 of the dataset fingerprint (dataset.json and every image file's size and
-mtime), the encoder name, its weights file hash, the layer and the image size; change any of
-them and the key, hence the folder, changes. Both files are written atomically.
+`key` is a SHA-256 of the dataset fingerprint (dataset.json and every image file's name and
+content hash), the encoder name, its weights file hash, the layer and the image size; change
+any of them and the key, hence the folder, changes. Both files are written atomically.
 """
 
 from __future__ import annotations

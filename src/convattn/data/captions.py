@@ -21,14 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.common.progress import log
+from convattn.common.runtime import cache_dir
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)  # indices 0, 1, 2, 3 in every vocabulary
@@ -57,7 +60,7 @@ class CaptionDataset:
     images_dir: Path
     name: str
     images: list[CaptionImage]
-    fingerprint: str = ""  # changes whenever dataset.json or any image file changes
+    fingerprint: str = ""  # changes whenever dataset.json or any image's bytes change
     sizes: dict = field(default_factory=dict)  # (width, height) -> number of images
 
     def split(self, name: str) -> list[CaptionImage]:
@@ -149,15 +152,80 @@ def load_dataset(data_dir: str | os.PathLike, images_dir: str | os.PathLike | No
 
 
 def _fingerprint(raw_json: bytes, dataset: CaptionDataset) -> str:
-    """SHA-256 of dataset.json and every image's (name, size, mtime): cheap, and any edit shows."""
+    """SHA-256 of dataset.json and every image's (name, SHA-256 of its bytes): the same files
+    give the same fingerprint wherever they lie and whatever their dates (a copy, a restore,
+    a new mount), and an edited, renamed or missing image changes it."""
+    digests = _image_digests(dataset)
     h = hashlib.sha256(raw_json)
     for im in dataset.images:
-        try:
-            st = dataset.path(im).stat()
-            h.update(f"{im.filename}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{im.filename}\0missing\n".encode())
+        h.update(f"{im.filename}\0{digests.get(im.filename, 'missing')}\n".encode())
     return h.hexdigest()
+
+
+# A file modified within this long before it is hashed is not remembered: a second write in
+# the same timestamp tick could leave (size, mtime) unchanged (git's "racy" index entries).
+RACY_NS = 2_000_000_000
+MEMO_VERSION = 1  # bump when the memo's layout changes: an old memo is then ignored
+
+
+def _image_digests(dataset: CaptionDataset) -> dict[str, str]:
+    """{filename: SHA-256 of its bytes} for every image file that exists.
+
+    Hashing 94 MB of images on every load would be slow, so, like git's index, a memo in the
+    cache folder maps each file's stat (size, mtime, ctime, inode, device) to its digest;
+    a file whose stat still matches reuses it, any other is read and hashed again. A missing,
+    corrupt or unwritable memo only means hashing everything."""
+    folder = dataset.images_dir.resolve()
+    memo_name = hashlib.sha256(str(folder).encode()).hexdigest()[:24]
+    memo_path = cache_dir() / "image-digests" / f"{memo_name}.json"
+    memo = _read_memo(memo_path, folder)
+    digests, changed = {}, False
+    for im in dataset.images:
+        if im.filename in digests:
+            continue
+        try:
+            st = os.stat(folder / im.filename)
+            stat = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+            entry = memo.get(im.filename)
+            if entry is not None and entry[:5] == stat:
+                digests[im.filename] = entry[5]
+                continue
+            started = time.time_ns()
+            digests[im.filename] = _file_sha256(folder / im.filename)
+        except OSError:  # missing or unreadable: named as missing; _check_images reports it
+            continue
+        if started - st.st_mtime_ns > RACY_NS:
+            memo[im.filename] = stat + [digests[im.filename]]
+        else:
+            memo.pop(im.filename, None)
+        changed = True
+    if changed:
+        try:
+            io.write_json(memo_path, {"version": MEMO_VERSION, "folder": str(folder),
+                                      "files": memo})
+        except OSError:
+            pass  # a read-only cache: the next load hashes again
+    return digests
+
+
+def _read_memo(path: Path, folder: Path) -> dict[str, list]:
+    """The memo's {filename: [size, mtime_ns, ctime_ns, inode, device, digest]}; {} when it is
+    missing, corrupt, of another version or for another folder."""
+    try:
+        raw = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if (not isinstance(raw, dict) or raw.get("version") != MEMO_VERSION
+            or raw.get("folder") != str(folder) or not isinstance(raw.get("files"), dict)):
+        return {}
+    return {name: entry for name, entry in raw["files"].items()
+            if isinstance(entry, list) and len(entry) == 6
+            and all(type(x) is int for x in entry[:5]) and isinstance(entry[5], str)}
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _listed(names: list[str], limit: int = 10) -> str:
