@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from convattn.classify.model import FashionCNN
 from convattn.classify.presets import HOMEWORK
-from convattn.classify.loop import MEMORY_FORMAT, evaluate, train_one_epoch
+from convattn.classify.loop import MEMORY_FORMAT, CudaGraphStep, evaluate, train_one_epoch
 from convattn.classify.stacked import StackedCNN
 from convattn.common.progress import progress
 from convattn.common.errors import UserError
@@ -76,9 +76,10 @@ def reference_train(data, steps: int, threads: int, timed_steps: int | None = No
     return (time.perf_counter() - t0) * steps / timed_steps
 
 
-def convattn_train(data, steps: int, threads: int, amp: str = "off") -> float:
+def convattn_train(data, steps: int, threads: int, amp: str = "off",
+                   cuda_graph: bool = False) -> float:
     """convattn's loop as a run uses it: the training set on the device once, an epoch's
-    shuffle gathered there."""
+    shuffle gathered there; cuda_graph: each step replayed from a CUDA graph."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = FashionCNN(0.2).to(DEVICE, memory_format=MEMORY_FORMAT)
@@ -89,15 +90,16 @@ def convattn_train(data, steps: int, threads: int, amp: str = "off") -> float:
     order = torch.randperm(len(train_y), device=DEVICE)[:steps * 8]
     x, y = train_x[order], train_y[order]
     with progress(total=len(y), quiet=True) as bar:
-        train_one_epoch(model, optimizer, x, y, HOMEWORK.batch_size, amp=amp, bar=bar)
+        train_one_epoch(model, optimizer, x, y, HOMEWORK.batch_size, amp=amp,
+                        cuda_graph=cuda_graph, bar=bar)
     synchronize()
     return time.perf_counter() - t0
 
 
-def stacked_train(data, steps: int, threads: int, lrs=(0.01,)) -> float:
+def stacked_train(data, steps: int, threads: int, lrs=(0.01,), cuda_graph: bool = False) -> float:
     """convattn.classify.stacked's model stack (--sweep stacked): one member per learning
     rate, the linear layers' SGD update inside their backward pass; a one-lr run is a stack
-    of one."""
+    of one. cuda_graph: each step replayed from a CUDA graph."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     stack = StackedCNN([FashionCNN(0.2).state_dict()] * len(lrs), list(lrs), 0.2, device=DEVICE)
@@ -107,8 +109,9 @@ def stacked_train(data, steps: int, threads: int, lrs=(0.01,)) -> float:
     order = torch.randperm(len(train_y), device=DEVICE)[:steps * 8]
     x, y = train_x[order], train_y[order]
     loss_sum = torch.zeros(len(lrs), device=DEVICE)
+    step = CudaGraphStep(stack.train_step) if cuda_graph else stack.train_step
     for i in range(steps):
-        loss_sum += stack.train_step(x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8])
+        loss_sum += step(x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8])
     loss_sum.tolist()
     return time.perf_counter() - t0
 
@@ -187,6 +190,11 @@ def main() -> None:
         f"convattn bf16 autocast, {ours} thr": lambda: convattn_train(data, args.steps, ours,
                                                                      "bf16"),
     }
+    if DEVICE.type == "cuda":   # --cuda-graph: the step's kernels launched as one graph
+        train_sides["convattn, CUDA graph"] = lambda: convattn_train(data, args.steps, ours,
+                                                                     cuda_graph=True)
+        train_sides["convattn stack of 1, CUDA graph"] = lambda: stacked_train(
+            data, args.steps, ours, cuda_graph=True)
     best = {name: float("inf") for name in train_sides}
     for _ in range(args.repeat):
         for name, side in train_sides.items():
@@ -199,7 +207,7 @@ def main() -> None:
               f"{s / args.steps * 1e3:6.3f} ms/step  {ref / s:5.2f}x the reference, "
               f"{ref1 / s:5.2f}x on 1 thread")
     print(f"  * ran {scaled} steps, time scaled to {args.steps}")
-    run = min(best[f"convattn, {ours} thread(s)"], best[f"convattn stack of 1, {ours} thr"])
+    run = min(s for name, s in best.items() if name.startswith("convattn") and "bf16" not in name)
     print(f"one homework run (lr 0.01) against the reference epoch, training steps: "
           f"{ref / run:.2f}x (bar 1.5x; against the 1-thread reference {ref1 / run:.2f}x)")
 

@@ -109,10 +109,15 @@ def main() -> None:
         "stacked 3 lrs, 2 threads": (lambda: stacked_train(data, args.steps, 2, LRS), 3),
         "stacked 2+1 lrs, 2 processes": (lambda: processes(args.steps, (LRS[:2], LRS[2:])), 3),
     }
-    if cuda:    # one process, threads do not apply
+    if cuda:    # one process, threads do not apply; --cuda-graph replays each step
         sides = {name: side for name, side in sides.items()
                  if name.endswith("threads*") or name in (
                      "single, 1 thread", "stack of 1, 1 thread", "stacked 3 lrs, 1 thread")}
+        sides.update({
+            "single, CUDA graph": (lambda: convattn_train(data, args.steps, 1, cuda_graph=True), 1),
+            "stack of 1, CUDA graph": (lambda: stacked_train(data, args.steps, 1, (0.01,), True), 1),
+            "stacked 3 lrs, CUDA graph": (lambda: stacked_train(data, args.steps, 1, LRS, True), 3),
+        })
     best = {name: float("inf") for name in sides}
     for _ in range(args.repeat):
         for name, (side, _) in sides.items():

@@ -32,7 +32,7 @@ def test_fast_and_smoke_differ_from_homework_only_where_they_say():
     ({"threads": -1}, "--threads -1: must be >= 0"),
     ({"warmup": 1.0}, "--warmup 1: must be in [0, 1)"),
     ({"optimizer": "adam"}, "--optimizer adam: expected one of sgd, adamw"),
-    ({"nesterov": True, "optimizer": "adamw", "momentum": 0.9}, "--nesterov True: needs"),
+    ({"nesterov": True, "optimizer": "adamw", "momentum": 0.9}, "--nesterov: needs"),
 ])
 def test_configs_built_in_code_are_checked_like_flags(changes, words):
     with pytest.raises(UserError) as error:

@@ -280,7 +280,7 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path):
     (["--lr", "-1"], "--lr -1: learning rates must be > 0"),
     (["--lr", "0.1", "0.1"], "--lr 0.1 0.1: learning rates must be distinct"),
     (["--dropout", "1.5"], "--dropout 1.5: must be in [0, 1)"),
-    (["--nesterov"], "--nesterov True: needs --optimizer sgd and --momentum > 0"),
+    (["--nesterov"], "--nesterov: needs --optimizer sgd and --momentum > 0"),
 ])
 def test_cli_errors_are_one_line_exit_2(args, words, tmp_path, capsys):
     code = main(["classify", *args, "--out", str(tmp_path / "out")])

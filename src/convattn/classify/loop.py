@@ -7,7 +7,9 @@ no per-sample collate); the loss is summed on-tensor and read every REFRESH step
 with `.item()` per step; the model is channels-last, where oneDNN's convolution and
 max-pool kernels are faster than the NCHW ones for these shapes; SGD updates all
 parameters with one `foreach` kernel; evaluation runs under inference_mode in batches of
-1,000. See bench/classify_speed.py.
+1,000. On a GPU a batch-8 step is kernel-launch bound: with --cuda-graph the step is
+captured once per epoch as a CUDA graph and replayed (CudaGraphStep). See
+bench/classify_speed.py.
 """
 
 from __future__ import annotations
@@ -91,18 +93,12 @@ def build_scheduler(optimizer, config: ClassifyConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, onecycle(total_steps, config.warmup))
 
 
-def train_one_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int, *,
-                    scheduler=None, label_smoothing: float = 0.0, amp: str = "off",
-                    bar=None) -> tuple[float, int]:
-    """One pass over the pre-shuffled epoch x (N, 1, 28, 28), y (N,). Returns (sum of batch
-    losses, steps); stops early when the loss stops being finite."""
-    model.train()
-    steps = math.ceil(len(y) / batch_size)
-    loss_sum = torch.zeros((), device=x.device)  # summed on-tensor: no sync per step
-    for i in range(steps):
-        xb = x[i * batch_size:(i + 1) * batch_size]              # a view, no copy
-        yb = y[i * batch_size:(i + 1) * batch_size]
-        with autocast(x.device, amp):
+def train_step(model, optimizer, *, scheduler=None, label_smoothing: float = 0.0,
+               amp: str = "off"):
+    """-> step(xb, yb): one optimiser step on a batch, returning its loss as a detached
+    tensor (no sync)."""
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with autocast(xb.device, amp):
             log_probs = model(xb)
         loss = training_loss(log_probs.float(), yb, label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -110,7 +106,73 @@ def train_one_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, batch_si
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.detach()
+        return loss.detach()
+    return step
+
+
+class CudaGraphStep:
+    """A training step `step(x, y) -> tensor` replayed from a CUDA graph: a batch-8 step is
+    dozens of tiny kernels, each launched from Python; a graph launches them all at once.
+
+    The first WARMUP calls run eagerly on a side stream (real steps: they train), the next
+    one is captured (capture records without running, so the graph is replayed for that
+    batch too), and every later call copies its batch into the captured input buffers and
+    replays. A batch of another shape (an epoch's short last batch) runs eagerly. The
+    returned tensor is the graph's own output: read or accumulate it before the next call.
+    Nothing in the step may sync with the host or change between steps outside tensors
+    (a learning-rate schedule would be frozen at its captured value)."""
+
+    WARMUP = 3
+
+    def __init__(self, step):
+        self.step, self.calls, self.graph = step, 0, None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.graph is None and self.calls < self.WARMUP:
+            self.calls += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.step(x, y)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self.x, self.y = x.clone(), y.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = self.step(self.x, self.y)
+        elif x.shape != self.x.shape:
+            return self.step(x, y)
+        else:
+            self.x.copy_(x)
+            self.y.copy_(y)
+        self.graph.replay()
+        return self.out
+
+
+def graphable(config: ClassifyConfig) -> bool:
+    """Whether --cuda-graph applies to the recipe: a graph freezes the learning rate (no
+    schedule) and autocast's casts (fp32 only)."""
+    return config.cuda_graph and config.schedule == "constant" and config.amp == "off"
+
+
+def train_one_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int, *,
+                    scheduler=None, label_smoothing: float = 0.0, amp: str = "off",
+                    cuda_graph: bool = False, bar=None) -> tuple[float, int]:
+    """One pass over the pre-shuffled epoch x (N, 1, 28, 28), y (N,). Returns (sum of batch
+    losses, steps); stops early when the loss stops being finite. cuda_graph: replay the
+    step from a CUDA graph (CudaGraphStep) when x is on a GPU."""
+    model.train()
+    steps = math.ceil(len(y) / batch_size)
+    step = train_step(model, optimizer, scheduler=scheduler, label_smoothing=label_smoothing,
+                      amp=amp)
+    if cuda_graph and x.is_cuda:
+        step = CudaGraphStep(step)
+    loss_sum = torch.zeros((), device=x.device)  # summed on-tensor: no sync per step
+    for i in range(steps):
+        xb = x[i * batch_size:(i + 1) * batch_size]              # a view, no copy
+        yb = y[i * batch_size:(i + 1) * batch_size]
+        loss_sum += step(xb, yb)
         if (i + 1) % REFRESH == 0 or i + 1 == steps:
             total = loss_sum.item()
             if bar is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from convattn.classify.loop import (MEMORY_FORMAT, augment, build_optimizer, build_scheduler,
-                                    evaluate, train_one_epoch)
+                                    evaluate, graphable, train_one_epoch)
 from convattn.classify.model import FashionCNN, count_parameters
 from convattn.classify.presets import ClassifyConfig
 from convattn.common.progress import log, progress
@@ -88,7 +88,8 @@ def train_run(data: FashionMNIST, config: ClassifyConfig, lr: float, out_dir: Pa
             loss_sum, steps = train_one_epoch(model, optimizer, x, y, config.batch_size,
                                               scheduler=scheduler,
                                               label_smoothing=config.label_smoothing,
-                                              amp=config.amp, bar=bar)
+                                              amp=config.amp, cuda_graph=graphable(config),
+                                              bar=bar)
         t1 = time.perf_counter()
         diverged = not math.isfinite(loss_sum)
         val_acc = None if diverged else evaluate(model, dev_x, dev_y, config.eval_batch_size,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from convattn.classify.loop import REFRESH, augment, build_optimizer
+from convattn.classify.loop import REFRESH, CudaGraphStep, augment, build_optimizer, graphable
 from convattn.classify.model import FashionCNN, count_parameters
 from convattn.classify.presets import ClassifyConfig
 from convattn.classify.run import checkpoint_path, make_record, run_key
@@ -106,7 +106,8 @@ def train_stacked(data: FashionMNIST, config: ClassifyConfig, out_dir: Path,
             x = augment(x, config.augment)
         desc = f"lr {'/'.join(f'{lr:g}' for lr in stack.lrs)} epoch {epoch + 1}/{config.epochs}"
         with progress(total=len(y), desc=desc, unit="img", quiet=quiet) as bar:
-            stack, sums, diverged = train_stacked_epoch(stack, x, y, config.batch_size, bar)
+            stack, sums, diverged = train_stacked_epoch(stack, x, y, config.batch_size, bar,
+                                                        graphable(config))
         t1 = time.perf_counter()
         val_acc = {} if stack is None else dict(
             zip(stack.lrs, stack.accuracy(dev_x, dev_y, config.eval_batch_size)))
@@ -143,20 +144,25 @@ def train_stacked(data: FashionMNIST, config: ClassifyConfig, out_dir: Path,
 
 
 def train_stacked_epoch(stack: StackedCNN, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                        bar=None) -> tuple[StackedCNN | None, dict, dict]:
+                        bar=None, cuda_graph: bool = False) -> tuple[StackedCNN | None, dict, dict]:
     """One pass of every member over the pre-shuffled epoch x (N, 1, 28, 28), y (N,).
 
     The losses are read every REFRESH steps, as in loop.train_one_epoch; a member whose
     summed loss is no longer finite leaves the stack there. Returns (the stack of the
     members left, None when none is; {lr: (sum of batch losses, steps)} for every member
-    that started; {lr: FashionCNN} with the weights of each member that diverged)."""
+    that started; {lr: FashionCNN} with the weights of each member that diverged).
+    cuda_graph: replay the stack's step from a CUDA graph (loop.CudaGraphStep) on a GPU."""
+    def graphed(stack: StackedCNN):
+        return CudaGraphStep(stack.train_step) if cuda_graph and x.is_cuda else stack.train_step
+
+    step = graphed(stack)
     steps = math.ceil(len(y) / batch_size)
     sums, diverged = {}, {}
     loss_sum = torch.zeros(len(stack), device=x.device)      # (K,), no sync per step
     for i in range(steps):
         xb = x[i * batch_size:(i + 1) * batch_size]          # a view, no copy
         yb = y[i * batch_size:(i + 1) * batch_size]
-        loss_sum += stack.train_step(xb, yb)
+        loss_sum += step(xb, yb)
         if (i + 1) % REFRESH == 0 or i + 1 == steps:
             totals = loss_sum.tolist()
             if bar is not None:
@@ -170,6 +176,7 @@ def train_stacked_epoch(stack: StackedCNN, x: torch.Tensor, y: torch.Tensor, bat
                 if not keep:
                     return None, sums, diverged
                 stack, loss_sum = stack.keep(keep), loss_sum[keep]
+                step = graphed(stack)
     for lr, total in zip(stack.lrs, loss_sum.tolist()):
         sums[lr] = (total, steps)
     return stack, sums, diverged

@@ -46,7 +46,9 @@ def flag_of(cls_or_config, name: str) -> str:
 def require(ok: bool, config, name: str, why: str) -> None:
     """Raise `--flag: why` (a UserError) unless ok."""
     if not ok:
-        raise UserError(f"{flag_of(config, name)} {_show(getattr(config, name))}: {why}")
+        value = getattr(config, name)   # a switch is named alone: "--nesterov: ..."
+        shown = "" if isinstance(value, bool) else " " + _show(value)
+        raise UserError(f"{flag_of(config, name)}{shown}: {why}")
 
 
 @dataclass(frozen=True)
