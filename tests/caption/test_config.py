@@ -89,3 +89,12 @@ def test_help_lists_every_presets_value(capsys):
     assert "training epochs (homework 6; fast 4; smoke 1; best 6; best-fast 4; best-smoke 1)" in text
     for flag in ("--runs", "--resume", "--fresh", "--no-meteor", "--threads", "--feature-layer"):
         assert flag in text
+
+
+def test_help_says_unset_and_names_a_value_shared_by_every_preset(capsys):
+    with pytest.raises(SystemExit):
+        _parse("--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "None" not in text
+    assert "(homework unset; fast 256; smoke 64; best unset; best-fast 256; best-smoke 64)" in text
+    assert "word embedding size (every preset: 100)" in text

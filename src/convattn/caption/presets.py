@@ -35,7 +35,7 @@ class CaptionConfig(Config):
                                 "encoder layer giving the region features (efficientnet-lite*: "
                                 "head = 1280 channels, blocks = 320, 352 for lite2; resnet18: layer4), or auto: "
                                 "train one seed on each and keep the best on validation BLEU-4")
-    image_size: int | None = option(None, "resize images to NxN first (None: each at its own size)")
+    image_size: int | None = option(None, "resize images to NxN first (unset: each at its own size)")
     # decoders (README, "What it measured"; the study's Q3.1a and Q3.1b)
     models: tuple[str, ...] = option(("no_attention", "attention"), "decoders to train (the study's "
                                      "two LSTMs by default; transformer: a Transformer decoder)",
@@ -88,7 +88,7 @@ class CaptionConfig(Config):
     rerank: int = option(0, "consensus reranking of the test captions: of the beam's hypotheses keep the "
                          "one with the highest mean CIDEr-D against the captions of the N training images "
                          "nearest in mean region feature (Devlin et al. 2015); 0 = off, needs --beam >= 2")
-    max_steps: int | None = option(None, "longest caption generated (None: the longest training "
+    max_steps: int | None = option(None, "longest caption generated (unset: the longest training "
                                    "caption)")
     show: tuple[str, ...] = option(STUDY_SHOWN, "images whose captions and attention maps are drawn "
                                    "(the study's three where the dataset has them, else its first "

@@ -113,8 +113,8 @@ def add_flags(parser: argparse.ArgumentParser, cls, presets: dict, title: str,
         if f.name in skip:
             continue
         meta, hint = f.metadata, hints[f.name]
-        shown = "; ".join(f"{p} {_show(getattr(c, f.name))}" for p, c in presets.items())
-        kwargs = {"dest": f.name, "default": None, "help": f"{meta.get('help', '')} ({shown})"}
+        kwargs = {"dest": f.name, "default": None,
+                  "help": f"{meta.get('help', '')} ({_preset_values(presets, f.name)})"}
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -124,6 +124,16 @@ def add_flags(parser: argparse.ArgumentParser, cls, presets: dict, title: str,
             if meta.get("choices"):
                 kwargs["choices"] = meta["choices"]
         group.add_argument(flag_of(cls, f.name), **kwargs)
+
+
+def _preset_values(presets: dict, name: str) -> str:
+    """Each preset's value of a field, "unset" for None; one value when all agree:
+    "homework 8; fast 128; smoke 8", "every preset: unset"."""
+    shown = {p: "unset" if getattr(c, name) is None else _show(getattr(c, name))
+             for p, c in presets.items()}
+    if len(set(shown.values())) == 1:
+        return f"every preset: {next(iter(shown.values()))}"
+    return "; ".join(f"{p} {v}" for p, v in shown.items())
 
 
 def from_args(args: argparse.Namespace, presets: dict):
