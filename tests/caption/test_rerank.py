@@ -27,24 +27,25 @@ def tiny(tiny_data):
 
 
 def test_a_training_image_is_its_own_nearest_neighbour(tiny):
-    reranker = ConsensusReranker(tiny, neighbours=3)
+    reranker = ConsensusReranker.from_data(tiny, neighbours=3)
     train = tiny.dataset.split("train")
-    near = reranker.nearest([im.index for im in train])
+    near = reranker.nearest(tiny.image_features(train))
     assert [row[0] for row in near] == list(range(len(train)))
     assert all(len(row) == 3 and len(set(row)) == 3 for row in near)
 
 
 def test_the_candidate_the_neighbours_agree_with_wins(tiny):
-    reranker = ConsensusReranker(tiny, neighbours=1)
+    reranker = ConsensusReranker.from_data(tiny, neighbours=1)
     train = tiny.dataset.split("train")
     image = train[2]
+    features = tiny.image_features([image])
     own = image.captions[0]
     other = next(c for im in train for c in im.captions if im is not image and c != own)
     # the image's own reference beats another image's caption and nonsense, wherever it stands
-    assert reranker.choose([image.index], [[other, ["zzz"], own]]) == [2]
-    assert reranker.choose([image.index], [[own, other]]) == [0]
+    assert reranker.choose(features, [[other, ["zzz"], own]]) == [2]
+    assert reranker.choose(features, [[own, other]]) == [0]
     # a tie keeps the beam's order
-    assert reranker.choose([image.index], [[["zzz"], ["yyy"]]]) == [0]
+    assert reranker.choose(features, [[["zzz"], ["yyy"]]]) == [0]
 
 
 def test_reranked_captions_are_beam_hypotheses(tiny):

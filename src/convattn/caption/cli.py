@@ -2,7 +2,7 @@
 
     convattn caption --data DIR [--preset homework|fast|smoke] [--out DIR] [--runs POLICY] [flags]
     torchrun --nproc-per-node N -m convattn caption ...   (or caption --nproc N: data parallel)
-    convattn caption predict --model RUN/model.pt IMAGE... [--beam K] [--attention-maps DIR]
+    convattn caption predict --model RUN/model.pt IMAGE... [--beam K] [--rerank N] [--attention-maps DIR]
 
 Every training flag overrides one field of the preset (caption/presets.py); --help lists
 each preset's value.
@@ -57,7 +57,14 @@ def register(subparsers) -> None:
     pred.add_argument("--model", required=True,
                       help="a model.pt from a run (OUT/runs/<layer>/<model>/seed<N>/model.pt)")
     pred.add_argument("images", nargs="+", metavar="IMAGE")
-    pred.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    pred.add_argument("--beam", type=int, default=None,
+                      help="beam size (1 = greedy); when unset, the run's beam if the model.pt carries "
+                           "a consensus reranker, else 1")
+    # its own dest: the training parser's --rerank (default None) shares the namespace
+    pred.add_argument("--rerank", dest="predict_rerank", type=int, default=None, metavar="N",
+                      help="consensus reranking of the beam over the N nearest training images, as the "
+                           "run did for its test captions (a model.pt trained with --rerank carries "
+                           "them; when unset, its N); 0 = off")
     pred.add_argument("--attention-maps", default=None, metavar="DIR",
                       help="write one attention heat-map figure per image here (attention models)")
     pred.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -144,8 +151,8 @@ def format_table(summary: dict) -> str:
 
 
 def _predict(args) -> int:
-    # `or 1`: the training parser's --beam (default None) shares this attribute
-    for path, caption in predict(args.model, args.images, choose_device(args.device), beam=args.beam or 1,
-                                 attention_maps=args.attention_maps):
+    # None: the run's beam with a model.pt that carries a reranker, else greedy
+    for path, caption in predict(args.model, args.images, choose_device(args.device), beam=args.beam,
+                                 attention_maps=args.attention_maps, rerank=args.predict_rerank):
         print(f"{path}\t{caption}")
     return 0

@@ -96,8 +96,7 @@ def decode_images(decoder, data: Data, images: list[CaptionImage], max_steps: in
         return rows, [None if alphas is None else alphas[i, :len(row)] for i, row in enumerate(rows)]
     hyps = beam_search_all(decoder, features, max_steps, beam, data.grid)
     candidates = [[h["ids"].tolist() for h in image] for image in hyps]
-    picks = reranker.choose([im.index for im in images],
-                            [[data.vocab.decode(ids) for ids in image] for image in candidates])
+    picks = reranker.choose(features, [[data.vocab.decode(ids) for ids in image] for image in candidates])
     return ([candidates[i][k] for i, k in enumerate(picks)],
             [hyps[i][k]["alphas"] for i, k in enumerate(picks)])
 

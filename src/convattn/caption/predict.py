@@ -1,25 +1,51 @@
 """Caption any image files with a trained decoder (`convattn caption predict`).
 
 A model.pt carries its vocabulary, maximum length, encoder name, feature layer and image
-size, so the features it is fed are always the kind it was trained on.
+size, so the features it is fed are always the kind it was trained on. One trained with
+--rerank N also carries its consensus reranker (caption/rerank.py): its beam (the run's
+beam unless --beam says otherwise) is then reranked as the run reranked its test captions.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps
-from convattn.caption.decode import decode
+from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps, stored_reranker
+from convattn.caption.decode import beam_search_all, decode
 from convattn.caption.encoders import build_encoder, load_image
 from convattn.caption.features import image_features
 from convattn.caption.plots import plot_attention
+from convattn.caption.rerank import ConsensusReranker
+from convattn.common.errors import UserError
+from convattn.common.progress import log
 from convattn.data.captions import Vocabulary
 
 
-def predict(model_path, images: list, device, beam: int = 1, attention_maps=None) -> list[tuple[str, str]]:
+def decoding(ckpt: dict, model_path, beam: int | None, rerank: int | None) -> tuple[int, ConsensusReranker | None]:
+    """The beam size and the reranker (or None) a model.pt is decoded with. beam None: the
+    run's beam when the model.pt carries a reranker, else 1 (greedy). rerank None: the
+    carried reranker's neighbours, if any; 0: no reranking; N: N neighbours (it must carry one)."""
+    if rerank is not None and rerank < 0:
+        raise UserError(f"--rerank {rerank}: must be at least 0 (0 = no reranking)")
+    if rerank and "rerank" not in ckpt:
+        raise UserError(f"--rerank {rerank}: {model_path} carries no consensus reranker; train with "
+                        "--rerank N (as --preset best does) for a model.pt that has one, or leave out --rerank")
+    if beam is None:
+        beam = ckpt["config"]["beam"] if "rerank" in ckpt else 1
+    if rerank and beam < 2:
+        raise UserError(f"--rerank {rerank}: reranking chooses among the beam's hypotheses: add --beam 5 "
+                        "(or more than 1)")
+    return beam, (stored_reranker(ckpt, rerank) if beam >= 2 and rerank != 0 else None)
+
+
+def predict(model_path, images: list, device, beam: int | None = None, attention_maps=None,
+            rerank: int | None = None) -> list[tuple[str, str]]:
     """-> [(image path, caption)]; with `attention_maps` (a folder) and an attention model,
-    also one heat-map figure per image there."""
+    also one heat-map figure per image there. beam and rerank: see `decoding`."""
     decoder, ckpt = load_decoder(model_path, device)
+    beam, reranker = decoding(ckpt, model_path, beam, rerank)
+    log(f"{model_path}: {'greedy' if beam < 2 else f'beam {beam}'}"
+        + (f" + {reranker.label}" if reranker is not None else ""))
     vocab = Vocabulary(ckpt["vocab"])
     spec = encoder_spec(ckpt)
     encoder = build_encoder(spec).to(device)
@@ -27,12 +53,17 @@ def predict(model_path, images: list, device, beam: int = 1, attention_maps=None
     out = []
     for path in images:
         [features], [grid] = image_features([path], spec, device, encoder)
-        ids, alphas = decode(decoder, features[None], steps, beam, grid)
-        words = vocab.decode(ids[0].tolist())
-        out.append((str(path), " ".join(words)))
+        if reranker is None:
+            ids, alphas = decode(decoder, features[None], steps, beam, grid)
+            ids, alphas = ids[0].tolist(), (None if alphas is None else alphas[0])
+        else:  # the beam's hypotheses, the one the neighbours' captions agree with most
+            hyps = beam_search_all(decoder, features[None], steps, beam, grid)[0]
+            [k] = reranker.choose(features[None], [[vocab.decode(h["ids"].tolist()) for h in hyps]])
+            ids, alphas = hyps[k]["ids"].tolist(), hyps[k]["alphas"]
+        out.append((str(path), " ".join(vocab.decode(ids))))
         if attention_maps is not None and alphas is not None:
-            shown = vocab.tokens(ids[0].tolist())  # one per attention row (<unk>, <end> kept)
+            shown = vocab.tokens(ids)  # one per attention row (<unk>, <end> kept)
             picture = load_image(path, spec.image_size).permute(1, 2, 0).numpy()  # [H, W, 3]
-            plot_attention(picture, shown, alphas[0, :len(shown)].cpu().numpy(), grid, Path(path).name,
+            plot_attention(picture, shown, alphas[:len(shown)].cpu().numpy(), grid, Path(path).name,
                            Path(attention_maps) / f"{Path(path).stem}.png")
     return out

@@ -2,8 +2,9 @@
 captions agree with most (Devlin et al., "Exploring Nearest Neighbor Approaches for Image
 Captioning", 2015; Mao et al., m-RNN, 2015).
 
-    reranker = ConsensusReranker(data, neighbours=20)
-    picks = reranker.choose(rows, candidates)   # per image, the index of the chosen candidate
+    reranker = ConsensusReranker.from_data(data, neighbours=20)   # a run's (reranker_for)
+    reranker = ConsensusReranker.from_block(ckpt["rerank"])       # a model.pt's (predict, serve)
+    picks = reranker.choose(features, candidates)   # per image, the index of the chosen candidate
 
 For an image, its k nearest training images are those whose mean region feature (the
 frozen encoder's, L2-normalised) has the highest cosine similarity with its own; each
@@ -11,6 +12,11 @@ candidate caption is scored by its CIDEr-D against those images' references (5 k
 with the document frequencies of the training references (reward.CiderD, the self-critical
 reward's scorer), and the highest mean wins (ties: the beam's order). Only training
 captions are read: the test references never enter the choice.
+
+A run trained with --rerank N stores what this needs in its model.pt (`block`: N, the
+training images' global features and references, nothing of val or test), so `caption
+predict` and `convattn serve` rerank an image of one's own as the run reranked its test
+images, through the same `choose`.
 
 Why: remote-sensing captions are written to a few templates per scene type, so the captions
 of visually similar training scenes say which of the decoder's near-equal hypotheses uses
@@ -28,34 +34,75 @@ from convattn.caption.data import Data
 from convattn.caption.reward import CiderD
 
 
+def global_features(features: torch.Tensor) -> torch.Tensor:
+    """Region features [B, R, C] -> each image's L2-normalised mean region feature [B, C].
+    The features are first rounded to float16, as the feature cache stores them, so an image
+    encoded on its own (predict, serve) gets the global feature the run computed from the
+    cache (already float16 there: the rounding changes nothing)."""
+    return F.normalize(features.half().float().mean(dim=1), dim=1)
+
+
 class ConsensusReranker:
-    """The training images' global features and references, built once per Data."""
+    """The training images' global features [N_train, C] and references (per image its
+    token lists); `neighbours` of them are consulted per image (at most N_train)."""
 
-    def __init__(self, data: Data, neighbours: int):
+    def __init__(self, train_globals: torch.Tensor, references: list[list[list[str]]], neighbours: int):
+        self.requested = neighbours
+        self.neighbours = min(neighbours, len(references))
+        self.train_globals = train_globals.float()                         # [N_train, C]
+        self.references = references
+        self.cider = CiderD(references)
+
+    @classmethod
+    def from_data(cls, data: Data, neighbours: int) -> ConsensusReranker:
+        """The training split of a run's Data (its cached features, in chunks of 64 images)."""
         train = data.dataset.split("train")
-        self.neighbours = min(neighbours, len(train))
-        # mean region feature per image [N, C], in chunks (the features are float16 [N, R, C])
-        means = torch.cat([data.features[lo:lo + 64].float().mean(dim=1)
-                           for lo in range(0, data.features.shape[0], 64)])
-        self.globals = F.normalize(means, dim=1)                          # [N, C]
-        self.train_globals = self.globals[[im.index for im in train]]     # [N_train, C]
-        self.cider = CiderD([im.captions for im in train])
+        rows = torch.tensor([im.index for im in train], device=data.features.device)
+        train_globals = torch.cat([global_features(data.features[rows[lo:lo + 64]])
+                                   for lo in range(0, len(rows), 64)])
+        return cls(train_globals, [im.captions for im in train], neighbours)
 
-    def nearest(self, rows: list[int]) -> list[list[int]]:
-        """Dataset rows of B images -> per image, its k nearest training images (indices
-        into the training split), most similar first."""
-        similarity = self.globals[rows] @ self.train_globals.T            # [B, N_train]
+    @classmethod
+    def from_block(cls, block: dict, neighbours: int | None = None) -> ConsensusReranker:
+        """The reranker a model.pt stores (`block`), with its own number of neighbours unless
+        `neighbours` is given."""
+        return cls(block["globals"], block["references"], neighbours or block["neighbours"])
+
+    def block(self) -> dict:
+        """What a model.pt stores to rebuild this reranker: {neighbours, globals float32
+        [N_train, C] on the CPU, references}; float32 so that the rebuilt one ranks the
+        neighbours exactly as this one does."""
+        return {"neighbours": self.requested, "globals": self.train_globals.cpu(),
+                "references": [[list(ref) for ref in refs] for refs in self.references]}
+
+    @property
+    def label(self) -> str:
+        """How captions were chosen, in a few words (serve's "decoding", predict's log)."""
+        return f"consensus rerank over {self.neighbours} training images"
+
+    def nearest(self, features: torch.Tensor) -> list[list[int]]:
+        """Region features [B, R, C] of B images -> per image, its k nearest training images
+        (indices into the training split), most similar first."""
+        queries = global_features(features).to(self.train_globals.device)  # [B, C]
+        similarity = queries @ self.train_globals.T                         # [B, N_train]
         return similarity.topk(self.neighbours, dim=1).indices.tolist()
 
-    def choose(self, rows: list[int], candidates: list[list[list[str]]]) -> list[int]:
-        """rows: dataset rows of B images; candidates: per image, its hypotheses (word lists,
-        in the beam's order) -> per image the index of the hypothesis with the highest mean
-        CIDEr-D against its neighbours' references."""
-        picks = []
-        for near, hyps in zip(self.nearest(rows), candidates):
-            scores = [sum(self.cider.score(j, words) for j in near) for words in hyps]
-            picks.append(max(range(len(hyps)), key=lambda i: (scores[i], -i)))
-        return picks
+    def scores(self, features: torch.Tensor, candidates: list[list[list[str]]]) -> list[list[float]]:
+        """features [B, R, C]; candidates: per image, its hypotheses (word lists, in the
+        beam's order) -> per image, each hypothesis' summed CIDEr-D against its neighbours'
+        references (the mean times k)."""
+        return [[sum(self.cider.score(j, words) for j in near) for words in hyps]
+                for near, hyps in zip(self.nearest(features), candidates)]
+
+    def choose(self, features: torch.Tensor, candidates: list[list[list[str]]]) -> list[int]:
+        """-> per image the index of the hypothesis with the highest mean CIDEr-D against its
+        neighbours' references (`scores`, then `pick`)."""
+        return [pick(s) for s in self.scores(features, candidates)]
+
+
+def pick(scores: list[float]) -> int:
+    """The index of the highest score; a tie keeps the beam's order (the first)."""
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
 
 
 def reranker_for(data: Data, neighbours: int) -> ConsensusReranker | None:
@@ -65,5 +112,5 @@ def reranker_for(data: Data, neighbours: int) -> ConsensusReranker | None:
         return None
     cache = data.__dict__.setdefault("_rerankers", {})
     if neighbours not in cache:
-        cache[neighbours] = ConsensusReranker(data, neighbours)
+        cache[neighbours] = ConsensusReranker.from_data(data, neighbours)
     return cache[neighbours]

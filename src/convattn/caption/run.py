@@ -7,8 +7,10 @@ Files, in `run_dir(out_dir, layer, model, seed)` = OUT/runs/<layer>/<model>/seed
                    decoder, optimizer, RNG, history and the best decoder so far; once the
                    test split is scored, status "finished" and the result
     best.pt        {"decoder", "epoch"}: the decoder with the best validation BLEU-4
-    model.pt       the final decoder with its vocabulary and encoder (caption/checkpoint.py;
-                   what `caption predict` and `convattn serve` load)
+    model.pt       the final decoder with its vocabulary and encoder, and with --rerank N the
+                   reranker's training block (caption/checkpoint.py; what `caption predict`
+                   and `convattn serve` load); a stored run's model.pt from before the block
+                   existed gets it when the run is reused
     result.json    a readable copy of the result
 The run's key is the config's run key with the run's own decoder, seed and feature layer
 and the dataset's fingerprint: a stored run is used only when all of them match, and the
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 from convattn.caption import metrics, scst
-from convattn.caption.checkpoint import model_checkpoint
+from convattn.caption.checkpoint import add_reranker, model_checkpoint
 from convattn.caption.data import Data
 from convattn.caption.decoders import build_decoder
 from convattn.caption.encoders import EncoderSpec
@@ -70,6 +72,8 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
                                   if distributed.is_main() else None)
     if state is not None and state["status"] in runs.FINISHED:
         decoder.load_state_dict(state["model"])
+        if config.rerank and distributed.is_main():  # a model.pt from before it carried the reranker
+            add_reranker(folder / "model.pt", data, config.rerank)
         return state["result"], decoder.eval()
     if state is not None:
         runs.restore(state, decoder, optimizer)
@@ -119,7 +123,8 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
         return distributed.broadcast(None), decoder.eval()  # rank 0's result, once it has scored
     t0 = time.perf_counter()
     io.save_checkpoint(folder / "model.pt", model_checkpoint(decoder, model, data.vocab.words, data.max_len,
-                                                             data.grid, spec, config))
+                                                             data.grid, spec, config,
+                                                             reranker_for(data, config.rerank)))
     result = evaluate(decoder, best, data, config, max_steps)
     result.update(model=model, seed=seed, config=key, train_loss=history["train_loss"],
                   val_bleu4=history["val_bleu4"], epoch_seconds=history["epoch_seconds"],

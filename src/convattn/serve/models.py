@@ -8,6 +8,10 @@ encoder, and a second app in the same process (the tests) loads nothing again.
 
 Captioning is read-only on the modules, so requests run in parallel threads; `slots` bounds
 how many run at once (each holds a few tens of MB of activations for a 500x500 image).
+
+A model.pt trained with --rerank N carries its consensus reranker (caption/rerank.py): a
+beam search with it (beam >= 2) answers with the hypothesis the N nearest training images'
+captions agree with most, as the run chose its test captions; greedy decoding is unchanged.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from pathlib import Path
 
 import torch
 
-from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps
+from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps, stored_reranker
 from convattn.caption.decode import beam_search_all, greedy
 from convattn.caption.encoders import EncoderSpec, build_encoder
+from convattn.caption.rerank import ConsensusReranker, pick
 from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.data.captions import END_ID, Vocabulary
@@ -33,7 +38,7 @@ NO_REPORT = ("run `make reproduce PRESET=fast` first (it writes ./report), or pa
              "--report DIR or --model PATH")
 
 _lock = threading.Lock()
-_decoders: dict = {}   # (path, mtime, device) -> (decoder, ckpt)
+_decoders: dict = {}   # (path, mtime, device) -> (decoder, ckpt, reranker or None)
 _encoders: dict = {}   # (EncoderSpec, device) -> encoder
 
 
@@ -48,6 +53,7 @@ class CaptionModel:
     steps: int
     grid: tuple
     encoder: torch.nn.Module
+    reranker: ConsensusReranker | None = None
 
     @property
     def uses_attention(self) -> bool:
@@ -63,7 +69,8 @@ class CaptionModel:
         return {"id": self.id, "label": self.label, "path": str(self.path),
                 "attention": self.uses_attention, "encoder": self.spec.name,
                 "layer": self.spec.layer, "image_size": self.spec.image_size,
-                "grid": list(self.grid), "vocabulary": len(self.vocab)}
+                "grid": list(self.grid), "vocabulary": len(self.vocab),
+                "rerank": None if self.reranker is None else self.reranker.neighbours}
 
 
 def report_models(report_dir: Path) -> list[tuple[str, Path]]:
@@ -114,7 +121,8 @@ def cached_decoder(path: Path, device: torch.device):
     key = (str(path.resolve()), path.stat().st_mtime_ns, str(device))
     with _lock:
         if key not in _decoders:
-            _decoders[key] = load_decoder(path, device)
+            decoder, ckpt = load_decoder(path, device)
+            _decoders[key] = decoder, ckpt, stored_reranker(ckpt)
         return _decoders[key]
 
 
@@ -137,14 +145,14 @@ class ModelStore:
         self.slots = threading.BoundedSemaphore(max(1, slots))
         self.models: dict[str, CaptionModel] = {}
         for i, (label, path) in enumerate(entries):
-            decoder, ckpt = cached_decoder(Path(path), device)
+            decoder, ckpt, reranker = cached_decoder(Path(path), device)
             spec = encoder_spec(ckpt)
             if label is None:  # a --model file: its kind, and where it is in a few words
                 label = f"{NAMES.get(ckpt['model'], ckpt['model'])} ({short_path(Path(path))})"
             self.models[f"m{i}"] = CaptionModel(
                 id=f"m{i}", label=label, path=Path(path), decoder=decoder,
                 vocab=Vocabulary(ckpt["vocab"]), spec=spec, steps=max_steps(ckpt),
-                grid=tuple(ckpt["grid"]), encoder=cached_encoder(spec, device))
+                grid=tuple(ckpt["grid"]), encoder=cached_encoder(spec, device), reranker=reranker)
 
     def info(self) -> list[dict]:
         return [m.info() for m in self.models.values()]
@@ -163,7 +171,10 @@ class ModelStore:
 
     def caption(self, model_id: str, image, beam: int = 1) -> dict:
         """A PIL RGB image -> the caption, the top beams (beam > 1), attention weights per
-        generated word (attention models) and where the time went."""
+        generated word (attention models) and where the time went. With beam > 1 and a
+        model that carries a reranker, the caption is the beam the reranker chooses
+        ("chosen"; each beam's "consensus": its mean CIDEr-D against the neighbours'
+        captions), else the first."""
         model = self.get(model_id)
         start = time.perf_counter()
         x = to_tensor(image, model.spec.image_size, model.max_side)         # [3, H, W]
@@ -183,7 +194,15 @@ class ModelStore:
             else:
                 hyps = beam_search_all(model.decoder, features, model.steps, beam, grid)[0]
             decoded = self.clock()
-        best = hyps[0]
+            rerank = model.reranker if beam > 1 else None
+            if rerank is not None:  # pure Python CIDEr-D, a few ms per beam
+                [consensus] = rerank.scores(features, [[model.vocab.decode(h["ids"].tolist()) for h in hyps]])
+                chosen = pick(consensus)
+                consensus = [s / rerank.neighbours for s in consensus]
+            else:
+                chosen, consensus = 0, [None] * len(hyps)
+            reranked = time.perf_counter()
+        best = hyps[chosen]
         words = model.vocab.decode(best["ids"].tolist())
         shown = generated_tokens(model.vocab, best["ids"].tolist())
         attention = None
@@ -192,15 +211,18 @@ class ModelStore:
             attention = {"grid": list(grid), "weights": weights.round(decimals=5).tolist(),
                          "uniform": 1.0 / weights.shape[1]}
         return {
-            "model": model.id, "label": model.label, "decoding": "greedy" if beam <= 1 else f"beam {beam}",
+            "model": model.id, "label": model.label,
+            "decoding": "greedy" if beam <= 1 else f"beam {beam}" + (f" + {rerank.label}" if rerank else ""),
             "caption": " ".join(words), "words": shown, "attention": attention,
             "beams": [{"caption": " ".join(model.vocab.decode(h["ids"].tolist())),
-                       "score": h["score"], "ended": h["ended"]} for h in hyps] if beam > 1 else [],
+                       "score": h["score"], "ended": h["ended"], "consensus": c, "chosen": i == chosen}
+                      for i, (h, c) in enumerate(zip(hyps, consensus))] if beam > 1 else [],
             "image": {"width": image.width, "height": image.height,
                       "model_input": [int(x.shape[3]), int(x.shape[2])]},
-            "seconds": {"total": decoded - start, "preprocessing": prepared - start,
+            "seconds": {"total": reranked - start, "preprocessing": prepared - start,
                         "waiting": waited - prepared,
-                        "features": encoded - waited, "decoding": decoded - encoded},
+                        "features": encoded - waited, "decoding": decoded - encoded,
+                        "reranking": reranked - decoded},
         }
 
 

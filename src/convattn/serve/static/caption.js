@@ -133,7 +133,10 @@ function renderBeams(beams) {
   $("beams-box").hidden = !beams.length;
   $("beams").tBodies[0].replaceChildren(...beams.map((b, i) => el("tr", {},
     el("td", {}, String(i + 1)),
-    el("td", {}, b.caption || "(empty)", b.ended ? null : el("span", {class: "muted"}, " (cut at the length limit)")),
+    el("td", {}, b.caption || "(empty)", b.ended ? null : el("span", {class: "muted"}, " (cut at the length limit)"),
+      // a model trained with --rerank: each beam's mean CIDEr-D against the nearest training images' captions
+      b.consensus === null || b.consensus === undefined ? null :
+        el("span", {class: "muted"}, ` (consensus ${fmt(b.consensus)}${b.chosen ? ", chosen" : ""})`)),
     el("td", {class: "num"}, fmt(b.score)))));
 }
 
