@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from convattn.caption.encoders import EncoderSpec, build_encoder, load_image
-from convattn.caption.features import region_features
+from convattn.caption.features import image_features, region_features
 from convattn.common.errors import UserError
 from convattn.data.captions import load_dataset
 
@@ -28,6 +28,21 @@ def test_features_are_cached_and_match_the_encoder(tiny_copy):
     with torch.inference_mode():
         direct = build_encoder(spec)(load_image(ds.path(im))[None])[0].flatten(1).T
     np.testing.assert_allclose(np.asarray(f1[7], dtype=np.float32), direct.numpy(), rtol=1e-2, atol=1e-2)
+
+
+def test_an_image_encoded_on_its_own_gets_the_caches_features(tiny_data):
+    """caption predict encodes each image file alone; encoded as the extraction encodes
+    (channels-last) and rounded as the cache rounds (float16), an image of the dataset gets
+    the very features the run's decoders were trained on and its captions decoded from."""
+    ds = load_dataset(tiny_data)
+    spec = EncoderSpec(layer="blocks")
+    cached, grid, _ = region_features(ds, spec, CPU, quiet=True)
+    images = ds.split("test") + ds.split("train")[:4]
+    fresh, grids = image_features([ds.path(im) for im in images], spec, CPU)
+    assert set(grids) == {grid}
+    for im, f in zip(images, fresh):
+        assert f.dtype == torch.float32
+        assert torch.equal(f, torch.from_numpy(np.array(cached[im.index])).float()), im.name
 
 
 def test_cache_is_invalidated_by_each_ingredient(tiny_copy):

@@ -10,6 +10,11 @@ Cache layout, under `cache_dir()/features/<key>/`:
 `key` is a SHA-256 of the dataset fingerprint (dataset.json and every image file's name and
 content hash), the encoder name, its weights file hash, the layer and the image size; change
 any of them and the key, hence the folder, changes. Both files are written atomically.
+
+A run's decoders are trained, and its val/test captions decoded, on these float16 features:
+`caption predict` and `convattn serve` encode an image as the extraction does (`channels_last`)
+and round its features the same way (`cache_precision`), so a prediction for an image of the
+dataset is fed the run's own features and gives the run's own caption.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ FORMAT_VERSION = 1  # bump when the extraction itself changes (preprocessing, pa
 # images per encoder call: one at a time is fastest on CPU (a 500x500 image's activations
 # stay in cache; 10 vs 6-7 images/s for batches of 8, measured on one thread)
 EXTRACT_BATCH = 1
+CACHE_DTYPE = torch.float16  # features.npy's dtype
+
+
+def cache_precision(features: torch.Tensor) -> torch.Tensor:
+    """Features rounded to the cache's dtype (float16, to nearest, as numpy's astype): what
+    features.npy stores, hence what a run's decoders saw. The one place the rounding is done:
+    the cache writes through it, and predict and serve round an image encoded on its own
+    through it before decoding."""
+    return features.to(CACHE_DTYPE)
 
 
 def cache_key(dataset: CaptionDataset, spec: EncoderSpec) -> dict:
@@ -80,9 +94,7 @@ def region_features(dataset: CaptionDataset, spec: EncoderSpec, device: torch.de
     if distributed.all_true(cached is not None):
         return cached
 
-    encoder = build_encoder(spec).to(device)
-    # channels-last memory layout: ~1.5x faster convolutions on CPU, identical values
-    encoder = encoder.to(memory_format=torch.channels_last)
+    encoder = channels_last(build_encoder(spec).to(device))
     n = len(dataset.images)
     start = time.perf_counter()
     if distributed.size() > 1:
@@ -97,7 +109,7 @@ def region_features(dataset: CaptionDataset, spec: EncoderSpec, device: torch.de
                 if out is None:
                     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
                                                     shape=(n, f.shape[1], f.shape[2]))
-                out[lo:lo + len(f)] = f.float().cpu().numpy().astype(np.float16)
+                out[lo:lo + len(f)] = cache_precision(f).cpu().numpy()
                 bar.update(len(f))
             bar.close()
             out.flush()
@@ -113,6 +125,14 @@ def region_features(dataset: CaptionDataset, spec: EncoderSpec, device: torch.de
     features = np.load(array_path, mmap_mode="r")
     return features, grid, {"cached": False, "folder": str(folder), "seconds": round(seconds, 2),
                             "images_per_s": round(n / seconds, 2)}
+
+
+def channels_last(encoder: torch.nn.Module) -> torch.nn.Module:
+    """The encoder in the channels-last memory layout the cache is extracted with (~1.5x
+    faster convolutions on CPU); its inputs go in channels-last too. Its float32 outputs
+    differ from the default layout's in the last bits, which moves about 1% of the rounded
+    values by one float16 step: predict encodes this way too, to get the cache's bytes."""
+    return encoder.to(memory_format=torch.channels_last)
 
 
 def encode(encoder, dataset: CaptionDataset, spec: EncoderSpec, device, rows: range, batch_size: int):
@@ -135,7 +155,7 @@ def extract_shared(encoder, dataset: CaptionDataset, spec: EncoderSpec, device, 
     bar = progress(total=len(rows), desc=f"features {spec.name}/{spec.layer}", unit="img", quiet=quiet)
     for _, f in encode(encoder, dataset, spec, device, rows, batch_size):
         grid = tuple(f.shape[2:])
-        parts.append(f.flatten(2).transpose(1, 2).float().cpu().numpy().astype(np.float16))  # [B, R, C]
+        parts.append(cache_precision(f.flatten(2).transpose(1, 2)).cpu().numpy())  # [B, R, C]
         bar.update(len(f))
     bar.close()
     shares = distributed.all_gather((grid, parts))
@@ -147,13 +167,16 @@ def extract_shared(encoder, dataset: CaptionDataset, spec: EncoderSpec, device, 
 
 
 def image_features(paths: list, spec: EncoderSpec, device: torch.device, encoder=None):
-    """Features for loose image files (caption predict): a list of [R, C] float tensors and
-    a list of grids; each image is encoded alone, at its own size unless spec.image_size."""
-    encoder = encoder if encoder is not None else build_encoder(spec).to(device)
+    """Features for loose image files (caption predict): a list of [R, C] float32 tensors
+    and a list of grids; each image is encoded alone, at its own size unless spec.image_size.
+    Encoded and rounded as the cache's extraction does, so an image of a run's dataset gets
+    the features the run's captions were decoded from (on the device the cache was made on)."""
+    encoder = channels_last(encoder if encoder is not None else build_encoder(spec).to(device))
     feats, grids = [], []
     with torch.inference_mode():
         for path in paths:
-            f = encoder(load_image(path, spec.image_size)[None].to(device))  # [1, C, H', W']
+            x = load_image(path, spec.image_size)[None].to(device)
+            f = encoder(x.contiguous(memory_format=torch.channels_last))     # [1, C, H', W']
             grids.append(tuple(f.shape[2:]))
-            feats.append(f.flatten(2).transpose(1, 2)[0].float())          # [R, C]
+            feats.append(cache_precision(f.flatten(2).transpose(1, 2)[0]).float())  # [R, C]
     return feats, grids

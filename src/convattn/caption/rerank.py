@@ -31,15 +31,16 @@ import torch
 import torch.nn.functional as F
 
 from convattn.caption.data import Data
+from convattn.caption.features import cache_precision
 from convattn.caption.reward import CiderD
 
 
 def global_features(features: torch.Tensor) -> torch.Tensor:
     """Region features [B, R, C] -> each image's L2-normalised mean region feature [B, C].
-    The features are first rounded to float16, as the feature cache stores them, so an image
-    encoded on its own (predict, serve) gets the global feature the run computed from the
-    cache (already float16 there: the rounding changes nothing)."""
-    return F.normalize(features.half().float().mean(dim=1), dim=1)
+    The features are first rounded to the feature cache's precision, so that features of any
+    precision get the global feature the run computed from the cache (the cache's, and
+    predict's and serve's, already are: the rounding changes nothing)."""
+    return F.normalize(cache_precision(features).float().mean(dim=1), dim=1)
 
 
 class ConsensusReranker:

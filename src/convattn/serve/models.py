@@ -26,6 +26,7 @@ import torch
 from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps, stored_reranker
 from convattn.caption.decode import beam_search_all, greedy
 from convattn.caption.encoders import EncoderSpec, build_encoder
+from convattn.caption.features import cache_precision, channels_last
 from convattn.caption.rerank import ConsensusReranker, pick
 from convattn.common import io
 from convattn.common.errors import UserError
@@ -131,8 +132,8 @@ def cached_encoder(spec: EncoderSpec, device: torch.device):
     with _lock:
         if key not in _encoders:
             encoder = build_encoder(spec).to(device)
-            if device.type == "cpu":  # channels-last: faster CPU convolutions, same values
-                encoder = encoder.to(memory_format=torch.channels_last)
+            if device.type == "cpu":  # faster CPU convolutions, and the CPU cache's values
+                encoder = channels_last(encoder)
             _encoders[key] = encoder
         return _encoders[key]
 
@@ -186,7 +187,8 @@ class ModelStore:
                 x = x.contiguous(memory_format=torch.channels_last)
             f = model.encoder(x)                                             # [1, C, H', W']
             grid = tuple(f.shape[2:])
-            features = f.flatten(2).transpose(1, 2).float().contiguous()     # [1, R, C]
+            # rounded as the feature cache rounds them: the decoder sees what its run saw
+            features = cache_precision(f.flatten(2).transpose(1, 2)).float().contiguous()  # [1, R, C]
             encoded = self.clock()
             if beam <= 1:
                 ids, alphas = greedy(model.decoder, features, model.steps, grid)
