@@ -11,6 +11,7 @@ import io
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,10 +39,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(served):
+@contextmanager
+def running(app):
+    """`app` served by uvicorn on a free port, in a thread -> its base URL."""
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(served[0], host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -51,6 +53,12 @@ def server(served):
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    with running(served[0]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +193,43 @@ def test_caption_attention_errors_testset_report(server, browser, client, tmp_pa
               and "/api/" not in e["message"]]  # refused uploads are logged as failed requests
     assert not errors, errors
     assert httpx.get(server + "/api/models").status_code == 200
+
+
+def test_each_model_starts_from_its_runs_decoding(report_dir, browser, tmp_path):
+    """A model trained with --beam 5 --rerank 20 is shown with its run's decoding, a greedy
+    run's model greedily; choosing a model sets its run's decoding, and the user may change it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from convattn.caption.rerank import ConsensusReranker
+    from convattn.common import io
+    from convattn.serve.app import create_app
+    from convattn.serve.models import ModelStore, given_models
+
+    plain = report_dir / "caption" / "runs" / "blocks" / "attention" / "seed42" / "model.pt"
+    ckpt = io.load_checkpoint(plain)
+    ckpt["config"].update(beam=5, rerank=20)
+    ckpt["rerank"] = ConsensusReranker(torch.randn(9, 320), [[["a", "red", "circle"]] * 5] * 9, 20).block()
+    io.save_checkpoint(tmp_path / "best.pt", ckpt)
+    store = ModelStore(given_models([tmp_path / "best.pt", plain]), torch.device("cpu"))
+    wait = WebDriverWait(browser, 60)
+    find = browser.find_element
+    checked = "return document.querySelector('input[name=decoding]:checked').value"
+    with running(create_app(store)) as url:
+        browser.get(url + "/")
+        wait.until(lambda d: d.find_element(By.ID, "run-decoding").text)
+        assert Select(find(By.ID, "model")).first_selected_option.get_attribute("value") == "m0"
+        assert browser.execute_script(checked) == "beam" and find(By.ID, "beam").get_attribute("value") == "5"
+        assert "beam 5 + consensus rerank over 9 training images" in find(By.ID, "run-decoding").text
+        find(By.ID, "file").send_keys(str(blocks_png(tmp_path / "blocks.png")))
+        wait.until(lambda d: "consensus rerank" in d.find_element(By.ID, "result-model").text)
+        assert "beam 5 + consensus rerank over 9 training images" in find(By.ID, "result-model").text
+        # the user's choice: greedy for the same model
+        find(By.CSS_SELECTOR, "input[name=decoding][value=greedy]").click()
+        wait.until(lambda d: "greedy" in d.find_element(By.ID, "result-model").text)
+        # the greedy run's model: greedy, and back to the first: its beam and reranking again
+        Select(find(By.ID, "model")).select_by_value("m1")
+        assert browser.execute_script(checked) == "greedy" and "(its run's: greedy)" in find(By.ID, "run-decoding").text
+        Select(find(By.ID, "model")).select_by_value("m0")
+        assert browser.execute_script(checked) == "beam" and find(By.ID, "beam").get_attribute("value") == "5"
+        wait.until(lambda d: "beam 5 + consensus rerank" in d.find_element(By.ID, "result-model").text)

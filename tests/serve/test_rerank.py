@@ -1,6 +1,7 @@
 """A served model whose model.pt carries a consensus reranker (trained with --rerank N)
 answers a beam search with the beam its training neighbours' captions agree with most,
-and says so in "decoding"; greedy decoding and models without one are unchanged."""
+and says so in "decoding"; greedy decoding and models without one are unchanged. A request
+without a beam size gets the model's run's decoding, and the page starts from it."""
 
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ def plain(report_dir):
 
 
 def with_reranker(plain, path, target: str):
-    """plain's model.pt plus a block of 9 training images: the first one's 5 references are
-    all `target`, the others' a word no beam has, and every image is a neighbour; so the
-    beam whose caption is `target` is the one they agree with."""
+    """plain's model.pt as a run with --beam 5 --rerank 20 writes it (the best preset's),
+    with a block of 9 training images: the first one's 5 references are all `target`, the
+    others' a word no beam has, and every image is a neighbour; so the beam whose caption is
+    `target` is the one they agree with."""
     ckpt = io.load_checkpoint(plain)
+    ckpt["config"].update(beam=5, rerank=20)
     references = [[target.split()] * 5] + [[["zzz"]] * 5] * 8
     ckpt["rerank"] = ConsensusReranker(torch.randn(9, 320), references, 20).block()
     io.save_checkpoint(path, ckpt)
@@ -80,3 +83,40 @@ def test_the_json_answer_names_the_reranking(plain, picture, tmp_path):
     assert answer["decoding"] == "beam 3 + consensus rerank over 9 training images"
     assert sum(b["chosen"] for b in answer["beams"]) == 1
     assert answer["seconds"]["reranking"] >= 0
+
+
+def run_with_beam(plain, path, beam: int):
+    """plain's model.pt as a run with --beam `beam` and no reranking writes it."""
+    ckpt = io.load_checkpoint(plain)
+    ckpt["config"]["beam"] = beam
+    io.save_checkpoint(path, ckpt)
+    return path
+
+
+def test_a_request_without_a_beam_gets_the_runs_decoding(plain, picture, tmp_path):
+    store = ModelStore(given_models([plain, run_with_beam(plain, tmp_path / "beam3.pt", 3),
+                                     with_reranker(plain, tmp_path / "reranked.pt", "a red circle")]), CPU)
+    runs = [(m["beam"], m["decoding"]) for m in store.info()]
+    assert runs == [(1, "greedy"), (3, "beam 3"), (5, "beam 5 + consensus rerank over 9 training images")]
+    upload = tmp_path / "x.png"
+    picture.save(upload)
+    with TestClient(create_app(store)) as client:
+        assert [(m["beam"], m["decoding"]) for m in client.get("/api/models").json()] == runs
+
+        def post(model: str, **beam) -> dict:
+            r = client.post("/api/caption", files={"image": ("x.png", upload.read_bytes(), "image/png")},
+                            data={"model": model, **beam})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        for model, (beam, decoding) in zip(("m0", "m1", "m2"), runs):
+            default, chosen = post(model), post(model, beam=str(beam))
+            assert default["decoding"] == decoding
+            assert (default["caption"], default["beams"]) == (chosen["caption"], chosen["beams"])
+        # the user's choice still holds: the reranked model, greedy or with another beam
+        assert post("m2", beam="1")["decoding"] == "greedy"
+        assert post("m2", beam="3")["decoding"] == "beam 3 + consensus rerank over 9 training images"
+        # the page's model list carries each run's decoding (caption.js selects it with the model)
+        page = client.get("/").text
+        assert 'data-beam="5" data-decoding="beam 5 + consensus rerank over 9 training images"' in page
+        assert 'data-beam="1" data-decoding="greedy"' in page and 'data-beam="3" data-decoding="beam 3"' in page

@@ -2,7 +2,8 @@
 
     GET  /                          the page: caption an image, explore the test set, the report
     GET  /api/models                the models offered
-    POST /api/caption               multipart: image (file), model (id), beam (1 = greedy, 2-10)
+    POST /api/caption               multipart: image (file), model (id), beam (1 = greedy, 2-10;
+                                    unset: the model's run's decoding, as GET /api/models says)
     POST /api/preview               multipart: image -> PNG, for formats browsers cannot show (TIFF)
     GET  /api/testset               test images, references, captions, per-image bleu4 / CIDEr-D
     GET  /api/testset/{name}/image  a test image as PNG (?size=N: longer side at most N)
@@ -95,7 +96,9 @@ def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
     @app.post("/api/caption")
     def caption(image: Annotated[UploadFile, File(description="any image Pillow reads")],
                 model: Annotated[str, Form()] = "m0",
-                beam: Annotated[int, Form(ge=1, le=MAX_BEAM, description="1: greedy")] = 1) -> dict:
+                beam: Annotated[int | None, Form(ge=1, le=MAX_BEAM, description=(
+                    "1: greedy; unset: the model's run's decoding (its 'beam' and 'decoding' "
+                    "in GET /api/models)"))] = None) -> dict:
         if model not in store.models:
             raise HTTPException(404, f"no model {model!r}; GET /api/models lists them")
         return store.caption(model, read_upload(image), beam)

@@ -12,6 +12,9 @@ how many run at once (each holds a few tens of MB of activations for a 500x500 i
 A model.pt trained with --rerank N carries its consensus reranker (caption/rerank.py): a
 beam search with it (beam >= 2) answers with the hypothesis the N nearest training images'
 captions agree with most, as the run chose its test captions; greedy decoding is unchanged.
+A request that names no beam size gets the model's run's decoding (`CaptionModel.beam`: the
+beam its run decoded its test captions with, reranked when the model.pt carries the reranker),
+so that by default the page shows the caption the run would have written.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class CaptionModel:
     grid: tuple
     encoder: torch.nn.Module
     reranker: ConsensusReranker | None = None
+    beam: int = 1  # its run's beam size for the test captions (config.beam; 1 = greedy): the default
 
     @property
     def uses_attention(self) -> bool:
@@ -71,7 +75,15 @@ class CaptionModel:
                 "attention": self.uses_attention, "encoder": self.spec.name,
                 "layer": self.spec.layer, "image_size": self.spec.image_size,
                 "grid": list(self.grid), "vocabulary": len(self.vocab),
-                "rerank": None if self.reranker is None else self.reranker.neighbours}
+                "rerank": None if self.reranker is None else self.reranker.neighbours,
+                "beam": self.beam, "decoding": self.decoding(self.beam)}
+
+    def decoding(self, beam: int) -> str:
+        """How a caption decoded with `beam` is chosen, in a few words: "greedy", "beam 5",
+        "beam 5 + consensus rerank over 20 training images"."""
+        if beam <= 1:
+            return "greedy"
+        return f"beam {beam}" + (f" + {self.reranker.label}" if self.reranker is not None else "")
 
 
 def report_models(report_dir: Path) -> list[tuple[str, Path]]:
@@ -153,7 +165,8 @@ class ModelStore:
             self.models[f"m{i}"] = CaptionModel(
                 id=f"m{i}", label=label, path=Path(path), decoder=decoder,
                 vocab=Vocabulary(ckpt["vocab"]), spec=spec, steps=max_steps(ckpt),
-                grid=tuple(ckpt["grid"]), encoder=cached_encoder(spec, device), reranker=reranker)
+                grid=tuple(ckpt["grid"]), encoder=cached_encoder(spec, device), reranker=reranker,
+                beam=ckpt["config"].get("beam", 1))
 
     def info(self) -> list[dict]:
         return [m.info() for m in self.models.values()]
@@ -170,13 +183,14 @@ class ModelStore:
                            + ", ".join(f"{m.id} ({m.label})" for m in self.models.values()))
         return self.models[model_id]
 
-    def caption(self, model_id: str, image, beam: int = 1) -> dict:
+    def caption(self, model_id: str, image, beam: int | None = None) -> dict:
         """A PIL RGB image -> the caption, the top beams (beam > 1), attention weights per
-        generated word (attention models) and where the time went. With beam > 1 and a
-        model that carries a reranker, the caption is the beam the reranker chooses
-        ("chosen"; each beam's "consensus": its mean CIDEr-D against the neighbours'
-        captions), else the first."""
+        generated word (attention models) and where the time went. beam None: the model's
+        run's (`CaptionModel.beam`). With beam > 1 and a model that carries a reranker, the
+        caption is the beam the reranker chooses ("chosen"; each beam's "consensus": its mean
+        CIDEr-D against the neighbours' captions), else the first."""
         model = self.get(model_id)
+        beam = model.beam if beam is None else beam
         start = time.perf_counter()
         x = to_tensor(image, model.spec.image_size, model.max_side)         # [3, H, W]
         prepared = time.perf_counter()
@@ -214,7 +228,7 @@ class ModelStore:
                          "uniform": 1.0 / weights.shape[1]}
         return {
             "model": model.id, "label": model.label,
-            "decoding": "greedy" if beam <= 1 else f"beam {beam}" + (f" + {rerank.label}" if rerank else ""),
+            "decoding": model.decoding(beam),
             "caption": " ".join(words), "words": shown, "attention": attention,
             "beams": [{"caption": " ".join(model.vocab.decode(h["ids"].tolist())),
                        "score": h["score"], "ended": h["ended"], "consensus": c, "chosen": i == chosen}

@@ -11,6 +11,18 @@ const THUMB = 96;    // the per-word thumbnails
 const $ = (id) => document.getElementById(id);
 const state = {file: null, image: null, result: null, word: 0, request: 0, refs: null};
 
+// A model's default decoding is its run's: the beam size it decoded its test captions with
+// (reranked by the server when the model.pt carries the reranker). Choosing a model sets it;
+// the user may then pick another.
+function useRunDecoding() {
+  const option = $("model").selectedOptions[0];
+  if (!option) return;
+  const beam = Number(option.dataset.beam) || 1;
+  document.querySelector(`input[name=decoding][value=${beam > 1 ? "beam" : "greedy"}]`).checked = true;
+  if (beam > 1) $("beam").value = String(Math.min(beam, Number($("beam").max)));
+  $("run-decoding").textContent = `(its run's: ${option.dataset.decoding})`;
+}
+
 function decodingBeam() {
   const beam = document.querySelector("input[name=decoding]:checked").value === "beam";
   return beam ? Math.max(2, Math.min(Number($("beam").max), Number($("beam").value) || 3)) : 1;
@@ -196,8 +208,10 @@ export function initCaption() {
     if (e.dataTransfer.files.length) setFile(e.dataTransfer.files[0]);
   });
   $("caption-form").addEventListener("submit", (e) => { e.preventDefault(); caption(); });
-  // a new model or decoding re-captions the image at once
-  for (const node of document.querySelectorAll("#model, input[name=decoding], #beam")) {
+  // a new model (with its run's decoding) or decoding re-captions the image at once
+  useRunDecoding();
+  $("model").addEventListener("change", () => { useRunDecoding(); caption(); });
+  for (const node of document.querySelectorAll("input[name=decoding], #beam")) {
     node.addEventListener("change", () => caption());
   }
 }
