@@ -143,10 +143,8 @@ def cached_encoder(spec: EncoderSpec, device: torch.device):
     key = (spec, str(device))
     with _lock:
         if key not in _encoders:
-            encoder = build_encoder(spec).to(device)
-            if device.type == "cpu":  # faster CPU convolutions, and the CPU cache's values
-                encoder = channels_last(encoder)
-            _encoders[key] = encoder
+            # the layout the cache is extracted in, on any device: the cache's values
+            _encoders[key] = channels_last(build_encoder(spec).to(device))
         return _encoders[key]
 
 
@@ -196,9 +194,7 @@ class ModelStore:
         prepared = time.perf_counter()
         with self.slots, torch.inference_mode():
             waited = time.perf_counter()
-            x = x[None].to(self.device)
-            if self.device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x[None].to(self.device).contiguous(memory_format=torch.channels_last)
             f = model.encoder(x)                                             # [1, C, H', W']
             grid = tuple(f.shape[2:])
             # rounded as the feature cache rounds them: the decoder sees what its run saw
