@@ -153,3 +153,10 @@ def test_a_stored_run_from_before_the_block_gets_it_when_reused(best_run, tiny_d
     restored = io.load_checkpoint(model)["rerank"]
     assert restored["references"] == block["references"] and restored["neighbours"] == block["neighbours"]
     assert torch.equal(restored["globals"], block["globals"])
+
+
+def test_predict_defaults_to_the_runs_beam_without_a_reranker():
+    from convattn.caption.predict import decoding
+    assert decoding({"config": {"beam": 3}}, "m.pt", None, None) == (3, None)   # the run's beam
+    assert decoding({"config": {"beam": 3}}, "m.pt", 1, None) == (1, None)      # --beam 1: greedy
+    assert decoding({"config": {}}, "m.pt", None, None) == (1, None)            # none recorded

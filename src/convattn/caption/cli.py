@@ -58,8 +58,7 @@ def register(subparsers) -> None:
                       help="a model.pt from a run (OUT/runs/<layer>/<model>/seed<N>/model.pt)")
     pred.add_argument("images", nargs="+", metavar="IMAGE")
     pred.add_argument("--beam", type=int, default=None,
-                      help="beam size (1 = greedy); when unset, the run's beam if the model.pt carries "
-                           "a consensus reranker, else 1")
+                      help="beam size (1 = greedy); when unset, the run's beam, as the web page")
     # its own dest: the training parser's --rerank (default None) shares the namespace
     pred.add_argument("--rerank", dest="predict_rerank", type=int, default=None, metavar="N",
                       help="consensus reranking of the beam over the N nearest training images, as the "
@@ -151,7 +150,7 @@ def format_table(summary: dict) -> str:
 
 
 def _predict(args) -> int:
-    # None: the run's beam with a model.pt that carries a reranker, else greedy
+    # None: the run's beam, as the run decoded its test captions
     for path, caption in predict(args.model, args.images, choose_device(args.device), beam=args.beam,
                                  attention_maps=args.attention_maps, rerank=args.predict_rerank):
         print(f"{path}\t{caption}")

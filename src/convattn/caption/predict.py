@@ -2,8 +2,9 @@
 
 A model.pt carries its vocabulary, maximum length, encoder name, feature layer and image
 size, so the features it is fed are always the kind it was trained on. One trained with
---rerank N also carries its consensus reranker (caption/rerank.py): its beam (the run's
-beam unless --beam says otherwise) is then reranked as the run reranked its test captions.
+--rerank N also carries its consensus reranker (caption/rerank.py). By default a model.pt
+is decoded as its run decoded its test captions (as `convattn serve` does): with the run's
+beam, reranked when it carries a reranker.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from convattn.data.captions import Vocabulary
 
 def decoding(ckpt: dict, model_path, beam: int | None, rerank: int | None) -> tuple[int, ConsensusReranker | None]:
     """The beam size and the reranker (or None) a model.pt is decoded with. beam None: the
-    run's beam when the model.pt carries a reranker, else 1 (greedy). rerank None: the
+    run's beam (1, greedy, for a model.pt that records none). rerank None: the
     carried reranker's neighbours, if any; 0: no reranking; N: N neighbours (it must carry one)."""
     if rerank is not None and rerank < 0:
         raise UserError(f"--rerank {rerank}: must be at least 0 (0 = no reranking)")
@@ -31,7 +32,7 @@ def decoding(ckpt: dict, model_path, beam: int | None, rerank: int | None) -> tu
         raise UserError(f"--rerank {rerank}: {model_path} carries no consensus reranker; train with "
                         "--rerank N (as --preset best does) for a model.pt that has one, or leave out --rerank")
     if beam is None:
-        beam = ckpt["config"]["beam"] if "rerank" in ckpt else 1
+        beam = ckpt["config"].get("beam", 1)
     if rerank and beam < 2:
         raise UserError(f"--rerank {rerank}: reranking chooses among the beam's hypotheses: add --beam 5 "
                         "(or more than 1)")
