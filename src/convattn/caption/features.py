@@ -166,6 +166,14 @@ def extract_shared(encoder, dataset: CaptionDataset, spec: EncoderSpec, device, 
     return grid
 
 
+def encode_image(encoder, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """One image [1, 3, H, W] on the encoder's device (a `channels_last` encoder) -> (its
+    region features [1, R, C], float32 rounded as the cache rounds them, contiguous; its grid
+    (H', W')): what predict and serve feed a decoder."""
+    f = encoder(x.contiguous(memory_format=torch.channels_last))              # [1, C, H', W']
+    return cache_precision(f.flatten(2).transpose(1, 2)).float().contiguous(), tuple(f.shape[2:])
+
+
 def image_features(paths: list, spec: EncoderSpec, device: torch.device, encoder=None):
     """Features for loose image files (caption predict): a list of [R, C] float32 tensors
     and a list of grids; each image is encoded alone, at its own size unless spec.image_size.
@@ -175,8 +183,7 @@ def image_features(paths: list, spec: EncoderSpec, device: torch.device, encoder
     feats, grids = [], []
     with torch.inference_mode():
         for path in paths:
-            x = load_image(path, spec.image_size)[None].to(device)
-            f = encoder(x.contiguous(memory_format=torch.channels_last))     # [1, C, H', W']
-            grids.append(tuple(f.shape[2:]))
-            feats.append(cache_precision(f.flatten(2).transpose(1, 2)[0]).float())  # [R, C]
+            f, grid = encode_image(encoder, load_image(path, spec.image_size)[None].to(device))
+            feats.append(f[0])                                                 # [R, C]
+            grids.append(grid)
     return feats, grids

@@ -83,22 +83,29 @@ def attention_penalty(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((1.0 - received) ** 2).mean()
 
 
-def decode_images(decoder, data: Data, images: list[CaptionImage], max_steps: int, beam: int = 1,
-                  reranker=None) -> tuple[list[list[int]], list]:
+def decode_features(decoder, features: torch.Tensor, max_steps: int, beam: int, grid, vocab,
+                    reranker=None) -> tuple[list[list[int]], list]:
     """Token ids (per image a list: words, then <end> when generated) and attention weights
-    ([S, R] tensors, or None) of the images, decoded as one batch: greedy or beam search;
-    with a `reranker` (rerank.ConsensusReranker) the beam's hypotheses are decoded and
-    the reranker picks each image's."""
-    features = data.image_features(images)
+    ([S, R] tensors, or None) of region features [B, R, C] on a (H', W') grid, decoded as
+    one batch: greedy or beam search; with a `reranker` (rerank.ConsensusReranker) the
+    beam's hypotheses are decoded and the reranker picks each image's (their words from
+    `vocab`). A run's splits (decode_images) and predict's image files decode through it."""
     if reranker is None:
-        ids, alphas = decode(decoder, features, max_steps, beam, data.grid)
+        ids, alphas = decode(decoder, features, max_steps, beam, grid)
         rows = [row[:row.index(END_ID) + 1] if END_ID in row else row for row in ids.tolist()]
         return rows, [None if alphas is None else alphas[i, :len(row)] for i, row in enumerate(rows)]
-    hyps = beam_search_all(decoder, features, max_steps, beam, data.grid)
+    hyps = beam_search_all(decoder, features, max_steps, beam, grid)
     candidates = [[h["ids"].tolist() for h in image] for image in hyps]
-    picks = reranker.choose(features, [[data.vocab.decode(ids) for ids in image] for image in candidates])
+    picks = reranker.choose(features, [[vocab.decode(ids) for ids in image] for image in candidates])
     return ([candidates[i][k] for i, k in enumerate(picks)],
             [hyps[i][k]["alphas"] for i, k in enumerate(picks)])
+
+
+def decode_images(decoder, data: Data, images: list[CaptionImage], max_steps: int, beam: int = 1,
+                  reranker=None) -> tuple[list[list[int]], list]:
+    """`decode_features` for images of the run's dataset, from its cached features."""
+    return decode_features(decoder, data.image_features(images), max_steps, beam, data.grid,
+                           data.vocab, reranker)
 
 
 def caption_split(decoder, data: Data, split: str, max_steps: int, beam: int = 1,

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps, stored_reranker
-from convattn.caption.decode import beam_search_all, decode
 from convattn.caption.encoders import build_encoder, load_image
 from convattn.caption.features import image_features
+from convattn.caption.loop import decode_features
 from convattn.caption.plots import plot_attention
-from convattn.caption.rerank import ConsensusReranker
+from convattn.caption.rerank import ConsensusReranker, decoding_label
 from convattn.common.errors import UserError
 from convattn.common.progress import log
 from convattn.data.captions import Vocabulary
@@ -45,8 +45,7 @@ def predict(model_path, images: list, device, beam: int | None = None, attention
     also one heat-map figure per image there. beam and rerank: see `decoding`."""
     decoder, ckpt = load_decoder(model_path, device)
     beam, reranker = decoding(ckpt, model_path, beam, rerank)
-    log(f"{model_path}: {'greedy' if beam < 2 else f'beam {beam}'}"
-        + (f" + {reranker.label}" if reranker is not None else ""))
+    log(f"{model_path}: {decoding_label(beam, reranker)}")
     vocab = Vocabulary(ckpt["vocab"])
     spec = encoder_spec(ckpt)
     encoder = build_encoder(spec).to(device)
@@ -54,13 +53,7 @@ def predict(model_path, images: list, device, beam: int | None = None, attention
     out = []
     for path in images:
         [features], [grid] = image_features([path], spec, device, encoder)
-        if reranker is None:
-            ids, alphas = decode(decoder, features[None], steps, beam, grid)
-            ids, alphas = ids[0].tolist(), (None if alphas is None else alphas[0])
-        else:  # the beam's hypotheses, the one the neighbours' captions agree with most
-            hyps = beam_search_all(decoder, features[None], steps, beam, grid)[0]
-            [k] = reranker.choose(features[None], [[vocab.decode(h["ids"].tolist()) for h in hyps]])
-            ids, alphas = hyps[k]["ids"].tolist(), hyps[k]["alphas"]
+        [ids], [alphas] = decode_features(decoder, features[None], steps, beam, grid, vocab, reranker)
         out.append((str(path), " ".join(vocab.decode(ids))))
         if attention_maps is not None and alphas is not None:
             shown = vocab.tokens(ids)  # one per attention row (<unk>, <end> kept)

@@ -101,6 +101,15 @@ class ConsensusReranker:
         return [pick(s) for s in self.scores(features, candidates)]
 
 
+def decoding_label(beam: int, reranker: ConsensusReranker | None = None) -> str:
+    """How captions decoded with `beam` (and a reranker, which applies to beams only) are
+    chosen, in a few words: "greedy", "beam 5", "beam 5 + consensus rerank over 20 training
+    images" (serve's "decoding", predict's log)."""
+    if beam <= 1:
+        return "greedy"
+    return f"beam {beam}" + (f" + {reranker.label}" if reranker is not None else "")
+
+
 def pick(scores: list[float]) -> int:
     """The index of the highest score; a tie keeps the beam's order (the first)."""
     return max(range(len(scores)), key=lambda i: (scores[i], -i))

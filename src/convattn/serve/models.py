@@ -29,8 +29,8 @@ import torch
 from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps, stored_reranker
 from convattn.caption.decode import beam_search_all, greedy
 from convattn.caption.encoders import EncoderSpec, build_encoder
-from convattn.caption.features import cache_precision, channels_last
-from convattn.caption.rerank import ConsensusReranker, pick
+from convattn.caption.features import channels_last, encode_image
+from convattn.caption.rerank import ConsensusReranker, decoding_label, pick
 from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.data.captions import END_ID, Vocabulary
@@ -81,9 +81,7 @@ class CaptionModel:
     def decoding(self, beam: int) -> str:
         """How a caption decoded with `beam` is chosen, in a few words: "greedy", "beam 5",
         "beam 5 + consensus rerank over 20 training images"."""
-        if beam <= 1:
-            return "greedy"
-        return f"beam {beam}" + (f" + {self.reranker.label}" if self.reranker is not None else "")
+        return decoding_label(beam, self.reranker)
 
 
 def report_models(report_dir: Path) -> list[tuple[str, Path]]:
@@ -194,11 +192,9 @@ class ModelStore:
         prepared = time.perf_counter()
         with self.slots, torch.inference_mode():
             waited = time.perf_counter()
-            x = x[None].to(self.device).contiguous(memory_format=torch.channels_last)
-            f = model.encoder(x)                                             # [1, C, H', W']
-            grid = tuple(f.shape[2:])
+            x = x[None].to(self.device)
             # rounded as the feature cache rounds them: the decoder sees what its run saw
-            features = cache_precision(f.flatten(2).transpose(1, 2)).float().contiguous()  # [1, R, C]
+            features, grid = encode_image(model.encoder, x)                  # [1, R, C]
             encoded = self.clock()
             if beam <= 1:
                 ids, alphas = greedy(model.decoder, features, model.steps, grid)
