@@ -1,10 +1,12 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from convattn.caption import features
 from convattn.caption.encoders import EncoderSpec, build_encoder, load_image
 from convattn.caption.features import image_features, region_features
 from convattn.common.errors import UserError
@@ -75,6 +77,35 @@ def test_an_incomplete_cache_is_recomputed(tiny_copy):
     os.remove(os.path.join(info["folder"], "meta.json"))  # as if killed before the end
     _, _, again = region_features(ds, spec, CPU, quiet=True)
     assert not again["cached"] and again["folder"] == info["folder"]
+
+
+def test_an_interrupted_extraction_resumes_where_it_stopped(tiny_copy, monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVATTN_CACHE", str(tmp_path / "cache"))
+    ds = load_dataset(tiny_copy)
+    spec = EncoderSpec(layer="blocks")
+    monkeypatch.setattr(features, "RESUME_EVERY", 4)
+    real_encode, encoded, stop_at = features.encode, [], [10]
+
+    def recorded(encoder, dataset, spec, device, rows, batch_size):
+        for lo, f in real_encode(encoder, dataset, spec, device, rows, batch_size):
+            if lo in stop_at:
+                raise KeyboardInterrupt  # as Ctrl-C after 10 images
+            encoded.append(lo)
+            yield lo, f
+
+    monkeypatch.setattr(features, "encode", recorded)
+    with pytest.raises(KeyboardInterrupt):
+        region_features(ds, spec, CPU, quiet=True)
+    assert encoded == list(range(10))
+    encoded.clear()
+    stop_at.clear()
+    resumed, grid, info = region_features(ds, spec, CPU, quiet=True)
+    assert encoded[0] == 8 and not info["cached"]  # the last flush was after 8 images
+    assert not (Path(info["folder"]) / "partial.json").exists()
+    monkeypatch.setattr(features, "encode", real_encode)
+    monkeypatch.setenv("CONVATTN_CACHE", str(tmp_path / "fresh"))
+    whole, _, _ = region_features(ds, spec, CPU, quiet=True)
+    np.testing.assert_array_equal(np.asarray(resumed), np.asarray(whole))  # same code, same machine
 
 
 def test_mixed_image_sizes_need_image_size(tiny_copy):

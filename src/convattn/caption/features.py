@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -100,20 +101,7 @@ def region_features(dataset: CaptionDataset, spec: EncoderSpec, device: torch.de
     if distributed.size() > 1:
         grid = extract_shared(encoder, dataset, spec, device, array_path, batch_size, quiet)
     else:
-        with io.atomic_path(array_path) as tmp:
-            out = None
-            bar = progress(total=n, desc=f"features {spec.name}/{spec.layer}", unit="img", quiet=quiet)
-            for lo, f in encode(encoder, dataset, spec, device, range(n), batch_size):
-                grid = tuple(f.shape[2:])
-                f = f.flatten(2).transpose(1, 2)                 # [B, R, C]
-                if out is None:
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
-                                                    shape=(n, f.shape[1], f.shape[2]))
-                out[lo:lo + len(f)] = cache_precision(f).cpu().numpy()
-                bar.update(len(f))
-            bar.close()
-            out.flush()
-            del out
+        grid = extract_resumable(encoder, dataset, spec, device, folder, key, batch_size, quiet)
     seconds = time.perf_counter() - start
     meta = {"key": key, "spec": asdict(spec), "grid": list(grid), "images": n,
             "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2)}
@@ -125,6 +113,44 @@ def region_features(dataset: CaptionDataset, spec: EncoderSpec, device: torch.de
     features = np.load(array_path, mmap_mode="r")
     return features, grid, {"cached": False, "folder": str(folder), "seconds": round(seconds, 2),
                             "images_per_s": round(n / seconds, 2)}
+
+
+RESUME_EVERY = 512  # images between the partial cache's flushes (what an interruption can lose)
+
+
+def extract_resumable(encoder, dataset: CaptionDataset, spec: EncoderSpec, device, folder: Path,
+                      key: dict, batch_size: int, quiet: bool) -> tuple[int, int]:
+    """Encode every image into features.npy -> the grid (H', W'). Rows go into
+    features.partial.npy (memory-mapped), and partial.json records how many are done after
+    each RESUME_EVERY images, so an interrupted extraction continues where it stopped; the
+    finished array is renamed to features.npy."""
+    n = len(dataset.images)
+    partial, marker = folder / "features.partial.npy", folder / "partial.json"
+    out, done, grid = None, 0, None
+    if partial.is_file() and marker.is_file():
+        state = io.read_json(marker)
+        if state.get("key") == key:
+            out, done, grid = np.load(partial, mmap_mode="r+"), int(state["done"]), tuple(state["grid"])
+            log(f"features: resuming the extraction at image {done + 1} of {n}")
+    bar = progress(total=n, initial=done, desc=f"features {spec.name}/{spec.layer}", unit="img", quiet=quiet)
+    for lo, f in encode(encoder, dataset, spec, device, range(done, n), batch_size):
+        grid = tuple(f.shape[2:])
+        f = f.flatten(2).transpose(1, 2)                                  # [B, R, C]
+        if out is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
+                                            shape=(n, f.shape[1], f.shape[2]))
+        out[lo:lo + len(f)] = cache_precision(f).cpu().numpy()
+        bar.update(len(f))
+        done = lo + len(f)
+        if done % RESUME_EVERY < len(f) or done == n:
+            out.flush()
+            io.write_json(marker, {"key": key, "done": done, "grid": list(grid)})
+    bar.close()
+    del out
+    os.replace(partial, folder / "features.npy")
+    marker.unlink()
+    return grid
 
 
 def channels_last(encoder: torch.nn.Module) -> torch.nn.Module:
