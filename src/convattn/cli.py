@@ -1,4 +1,4 @@
-"""The one entry point: `convattn theory | classify | caption | reproduce | download | serve`.
+"""The one entry point: `convattn theory | classify | caption | reproduce | download | data | serve`.
 
 Each subcommand lives in its own module, which exposes `register(subparsers)`; that adds
 its parser and sets `func(args) -> int`. Only the module of the subcommand being run is
@@ -30,6 +30,8 @@ SUBCOMMANDS = {
                   "run the whole study and write report.md, report.html, results.json"),
     "download": ("convattn.data.download",
                  "download a dataset into the cache, verified by SHA-256"),
+    "data": ("convattn.data.cli",
+             "check a caption dataset: duplicates, vocabulary, test refs in training"),
     "serve": ("convattn.serve.cli",
               "a local web page: caption images, explore the test set, read the report"),
 }

@@ -1,0 +1,199 @@
+"""What to check in a caption benchmark before trusting its scores: `convattn data audit DIR`.
+
+Reads only DIR/dataset.json (Karpathy format, as data/captions.py documents it), never the
+images, so a 55,000-caption set takes well under a second. Per split and overall: images,
+captions, empty captions, distinct captions, captions repeated within an image or shared
+between images, vocabulary, caption lengths; and how many validation and test reference
+captions appear word for word among the training captions (a model that recalls training
+captions scores on those for free).
+
+What is counted: tokens are lower-cased and blank tokens dropped, as load_dataset does. An
+empty caption (no tokens left) counts in `captions` and `empty_captions` only; every other
+number is over the non-empty captions. References are counted with their repeats, as BLEU
+sees them: a test caption written twice counts twice.
+
+Stdlib only, and not built on load_dataset: that imports torch (through common.runtime),
+drops empty captions and hashes every image, which is what an audit must not do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from convattn.common.errors import UserError
+
+SPLITS = ("train", "val", "test")  # the order of data/captions.py's SPLITS
+SPLIT_ALIASES = {"restval": "train"}  # COCO's Karpathy split: the extra training images
+FREQUENT = 5  # a word seen at least this often counts as frequent (the usual vocabulary cut)
+
+Caption = tuple[str, ...]  # lower-cased tokens; () for an empty caption
+
+
+@dataclass(frozen=True)
+class AuditImage:
+    filename: str
+    split: str                     # train, val or test (restval read as train)
+    captions: tuple[Caption, ...]  # every sentence, empty ones included
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    """One split (or all of them); every field but captions and empty_captions is over the
+    non-empty captions."""
+
+    images: int
+    captions: int
+    empty_captions: int
+    unique_captions: int               # distinct token sequences
+    images_with_repeated_captions: int  # images holding one caption twice or more
+    captions_shared_across_images: int  # captions whose words another image also has
+    vocabulary: int                    # distinct words
+    vocabulary_min5: int               # distinct words seen >= FREQUENT times
+    length_mean: float | None          # tokens per caption; None without captions
+    length_median: float | None
+    length_p95: int | None             # nearest rank: 95 % of captions are no longer
+    length_max: int | None
+
+
+@dataclass(frozen=True)
+class RefOverlap:
+    """Held-out reference captions that appear word for word among the training captions."""
+
+    refs: int       # non-empty captions of the split, repeats included
+    in_train: int
+    fraction: float | None  # in_train / refs; None without references
+
+
+@dataclass(frozen=True)
+class Audit:
+    dataset: str
+    path: str
+    splits: dict[str, SplitStats]
+    overall: SplitStats
+    test_overlap: RefOverlap
+    val_overlap: RefOverlap
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "path": self.path,
+            "test_refs_in_train": self.test_overlap.fraction,
+            "test_refs": self.test_overlap.refs,
+            "test_refs_in_train_count": self.test_overlap.in_train,
+            "val_refs_in_train": self.val_overlap.fraction,
+            "val_refs": self.val_overlap.refs,
+            "val_refs_in_train_count": self.val_overlap.in_train,
+            "splits": {name: asdict(stats) for name, stats in self.splits.items()},
+            "overall": asdict(self.overall),
+        }
+
+
+def audit(data_dir: str | Path) -> Audit:
+    """The audit of DIR/dataset.json; a missing or malformed file is a one-line UserError."""
+    root = Path(data_dir)
+    json_path, raw = read_dataset_json(root)
+    images = parse_images(json_path, raw)
+    by_split = {name: [im for im in images if im.split == name] for name in SPLITS}
+    train = {" ".join(caption) for im in by_split["train"] for caption in im.captions if caption}
+    return Audit(
+        dataset=str(raw.get("dataset") or root.name),
+        path=str(root),
+        splits={name: split_stats(split) for name, split in by_split.items()},
+        overall=split_stats(images),
+        test_overlap=ref_overlap(by_split["test"], train),
+        val_overlap=ref_overlap(by_split["val"], train),
+    )
+
+
+def read_dataset_json(root: Path) -> tuple[Path, dict]:
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder; pass a folder holding a Karpathy-style "
+                        "dataset.json")
+    json_path = root / "dataset.json"
+    if not json_path.is_file():
+        raise UserError(f"{json_path}: no such file; DIR must hold a Karpathy-style dataset.json "
+                        "(an object with an \"images\" list)")
+    try:
+        raw = json.loads(json_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{json_path}: malformed JSON ({exc}); fix or re-download the file") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("images"), list):
+        raise UserError(f"{json_path}: expected an object with an \"images\" list "
+                        "(Karpathy format); fix or re-download the file")
+    return json_path, raw
+
+
+def parse_images(json_path: Path, raw: dict) -> list[AuditImage]:
+    return [parse_image(f"{json_path}: images[{i}]", entry) for i, entry in enumerate(raw["images"])]
+
+
+def parse_image(where: str, entry) -> AuditImage:
+    if not isinstance(entry, dict) or "filename" not in entry or "split" not in entry:
+        raise UserError(f"{where}: each image needs \"filename\", \"split\" and \"sentences\"; "
+                        "fix the entry")
+    where = f"{where} ({entry['filename']})"
+    split = SPLIT_ALIASES.get(entry["split"], entry["split"])
+    if split not in SPLITS:
+        raise UserError(f"{where}: split {entry['split']!r} is not one of "
+                        f"{', '.join(SPLITS)} (or restval); fix its \"split\"")
+    sentences = entry.get("sentences", [])
+    if not isinstance(sentences, list):
+        raise UserError(f"{where}: \"sentences\" is not a list; fix the entry")
+    return AuditImage(filename=str(entry["filename"]), split=split,
+                      captions=tuple(caption_tokens(where, j, s) for j, s in enumerate(sentences)))
+
+
+def caption_tokens(where: str, j: int, sentence) -> Caption:
+    """Lower-cased tokens with blank ones dropped: the rule of captions.load_dataset."""
+    tokens = sentence.get("tokens") if isinstance(sentence, dict) else None
+    if not isinstance(tokens, list):
+        raise UserError(f"{where}: caption {j} has no \"tokens\" list; remove it or give it one")
+    return tuple(str(t).lower() for t in tokens if str(t).strip())
+
+
+def split_stats(images: list[AuditImage]) -> SplitStats:
+    captions = [c for im in images for c in im.captions if c]
+    words = Counter(word for c in captions for word in c)
+    return SplitStats(
+        images=len(images),
+        captions=sum(len(im.captions) for im in images),
+        empty_captions=sum(1 for im in images for c in im.captions if not c),
+        unique_captions=len(set(captions)),
+        images_with_repeated_captions=sum(1 for im in images if has_repeat(im)),
+        captions_shared_across_images=shared_across_images(images),
+        vocabulary=len(words),
+        vocabulary_min5=sum(1 for n in words.values() if n >= FREQUENT),
+        **length_stats([len(c) for c in captions]),
+    )
+
+
+def has_repeat(image: AuditImage) -> bool:
+    captions = [c for c in image.captions if c]
+    return len(set(captions)) < len(captions)
+
+
+def shared_across_images(images: list[AuditImage]) -> int:
+    """How many captions have words that at least one other image's captions also have."""
+    owners = Counter(c for im in images for c in set(im.captions) if c)
+    return sum(1 for im in images for c in im.captions if c and owners[c] > 1)
+
+
+def length_stats(lengths: list[int]) -> dict:
+    if not lengths:
+        return dict(length_mean=None, length_median=None, length_p95=None, length_max=None)
+    ordered = sorted(lengths)
+    return dict(length_mean=statistics.fmean(ordered), length_median=float(statistics.median(ordered)),
+                length_p95=ordered[math.ceil(0.95 * len(ordered)) - 1], length_max=ordered[-1])
+
+
+def ref_overlap(held_out: list[AuditImage], train: set[str]) -> RefOverlap:
+    """`train` holds the training captions as their tokens joined by spaces: the text that
+    BLEU and CIDEr compare."""
+    refs = [" ".join(c) for im in held_out for c in im.captions if c]
+    found = sum(1 for ref in refs if ref in train)
+    return RefOverlap(refs=len(refs), in_train=found, fraction=found / len(refs) if refs else None)

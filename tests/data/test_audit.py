@@ -1,0 +1,147 @@
+"""`convattn data audit`: every number of a tiny dataset.json known by construction, the CLI's
+table, JSON and errors, and the real Sydney-Captions' test/train overlap when it is present."""
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from convattn.cli import main
+from convattn.common.errors import UserError
+from convattn.data.audit import RefOverlap, audit
+
+SYDNEY = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "sydney-captions"
+
+# image -> (split, captions); "" is an empty caption (no tokens); a double space makes a blank
+# token, which is dropped as load_dataset does ("a  blue square" is "a blue square")
+TINY = {
+    "t1.jpg": ("train", ["a red circle", "a red circle", "a big red circle"]),
+    "t2.jpg": ("train", ["a blue square", "a red circle", ""]),
+    "t3.jpg": ("restval", ["a green triangle", "A Green Triangle"]),  # same once lower-cased
+    "v1.jpg": ("val", ["a red circle", "a yellow star", "a pink moon"]),
+    "x1.jpg": ("test", ["a  blue square", "a purple circle", ""]),
+    "x2.jpg": ("test", ["a green triangle", "a tiny dot"]),
+}
+
+
+def write_dataset(folder: Path, images: dict = TINY) -> Path:
+    entries = [{"filename": name, "split": split,
+                "sentences": [{"tokens": text.split(" ") if text else [], "raw": text}
+                              for text in captions]}
+               for name, (split, captions) in images.items()]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.json").write_text(json.dumps({"dataset": "tiny", "images": entries}))
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_dataset(tmp_path / "tiny")
+
+
+def test_split_numbers_by_construction(tiny):
+    result = audit(tiny)
+    # train: 8 captions, one empty; 7 non-empty of lengths 3,3,4,3,3,3,3; "a red circle"
+    # thrice over t1 and t2; t1 and t3 repeat a caption; "a" is the one word seen 5+ times
+    assert asdict(result.splits["train"]) == dict(
+        images=3, captions=8, empty_captions=1, unique_captions=4,
+        images_with_repeated_captions=2, captions_shared_across_images=3,
+        vocabulary=8, vocabulary_min5=1,
+        length_mean=pytest.approx(22 / 7), length_median=3.0, length_p95=4, length_max=4)
+    assert result.splits["test"].empty_captions == 1
+    assert result.splits["test"].captions_shared_across_images == 0  # within test, none
+    # all: "a red circle" on t1 (2), t2, v1; "a blue square" on t2, x1; "a green triangle" on t3 (2), x2
+    overall = result.overall
+    assert (overall.images, overall.captions, overall.empty_captions, overall.unique_captions) == (6, 16, 2, 8)
+    assert overall.captions_shared_across_images == 4 + 2 + 3
+    assert overall.vocabulary == 15  # the 8 training words, yellow, star, pink, moon, purple, tiny, dot
+
+
+def test_refs_in_train_by_construction(tiny):
+    result = audit(tiny)
+    # test: 4 non-empty references, "a blue square" and "a green triangle" are training captions
+    assert result.test_overlap == RefOverlap(refs=4, in_train=2, fraction=0.5)
+    assert result.val_overlap == RefOverlap(refs=3, in_train=1, fraction=pytest.approx(1 / 3))
+    assert result.to_dict()["test_refs_in_train"] == 0.5
+
+
+def test_cli_json_is_to_dict(tiny, capsys):
+    assert main(["data", "audit", str(tiny), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(audit(tiny).to_dict()))
+    assert printed["test_refs_in_train"] == 0.5
+    assert printed["splits"]["test"]["empty_captions"] == 1
+    assert printed["splits"]["train"]["unique_captions"] == 4
+
+
+def test_cli_table_shows_the_numbers(tiny, capsys):
+    assert main(["data", "audit", str(tiny)]) == 0
+    out = capsys.readouterr().out
+    rows = {line[:30].strip(): line[30:].split() for line in out.splitlines()[1:14]}
+    assert rows[""] == ["train", "val", "test", "all"]
+    assert rows["empty captions"] == ["1", "0", "1", "2"]
+    assert rows["unique captions"] == ["4", "3", "4", "8"]
+    assert rows["length max"] == ["4", "3", "3", "4"]
+    assert "test_refs_in_train  0.50  (2 of 4 test references, 50.0 %" in out
+    assert "val_refs_in_train   0.33  (1 of 3 val references" in out
+
+
+def test_a_split_without_captions_prints_a_dash(tmp_path, capsys):
+    folder = write_dataset(tmp_path / "noval", {k: v for k, v in TINY.items() if k != "v1.jpg"})
+    assert audit(folder).to_dict()["val_refs_in_train"] is None
+    assert main(["data", "audit", str(folder)]) == 0
+    assert "val_refs_in_train   -     (no non-empty val captions)" in capsys.readouterr().out
+
+
+def _missing(folder: Path) -> Path:
+    return folder
+
+
+def _without_json(folder: Path) -> Path:
+    folder.mkdir()
+    return folder
+
+
+def _truncated_json(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "dataset.json").write_text('{"images": [')
+    return folder
+
+
+def _unknown_split(folder: Path) -> Path:
+    return write_dataset(folder, {"a.jpg": ("dev", ["a cat"])})
+
+
+@pytest.mark.parametrize("make, says", [
+    (_missing, "no such folder"),
+    (_without_json, "dataset.json: no such file"),
+    (_truncated_json, "malformed JSON"),
+    (_unknown_split, "split 'dev' is not one of"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, make, says):
+    folder = make(tmp_path / "d")
+    assert main(["data", "audit", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(UserError):
+        main(["--debug", "data", "audit", str(folder)])
+
+
+def test_console_script_missing_dir(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "convattn", "data", "audit", str(tmp_path / "no")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"convattn: error: {tmp_path / 'no'}: no such folder; pass a folder "
+                           "holding a Karpathy-style dataset.json\n")
+
+
+@pytest.mark.skipif(not (SYDNEY / "dataset.json").is_file(),
+                    reason=f"Sydney-Captions not found at {SYDNEY.resolve()}")
+def test_sydney_test_refs_in_train():
+    result = audit(SYDNEY)
+    assert round(result.test_overlap.fraction, 2) == 0.27  # 79 of 290
+    assert (result.overall.unique_captions, result.overall.captions) == (1099, 3065)
+    assert [result.splits[s].images for s in ("train", "val", "test")] == [497, 58, 58]
