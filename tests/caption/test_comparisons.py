@@ -61,9 +61,9 @@ def test_per_image_cider_is_against_the_test_references(summary, tiny_data):
 def test_self_critical_fields(summary):
     for model in THREE.models:
         m = summary["models"][model]
-        # one cross-entropy epoch, then one self-critical epoch: one reward, one val CIDEr-D
-        assert len(m["scst_reward"]) == len(m["val_cider"]) == THREE.scst_epochs == 1
-        assert len(m["val_bleu4"]) == THREE.epochs + THREE.scst_epochs
+        # one cross-entropy epoch, then one self-critical epoch: one reward; val scores after each
+        assert len(m["scst_reward"]) == THREE.scst_epochs == 1
+        assert len(m["val_bleu4"]) == len(m["val_cider"]) == THREE.epochs + THREE.scst_epochs
         assert all(len(s["scst_reward"]) == 1 for s in m["seeds"])
         assert m["scst_reward"] == m["seeds"][0]["scst_reward"]
         # the cross-entropy models' test scores, and the paired gain of the self-critical stage
@@ -77,5 +77,5 @@ def test_self_critical_fields(summary):
 def test_no_self_critical_fields_without_the_stage(summary, tiny_data, tmp_path):
     one = THREE.replace(models=("no_attention",), seeds=1, scst_epochs=0, beam=1, rerank=0)
     plain = experiment.run(one, tiny_data, tmp_path, device="cpu", quiet=True)
-    assert "scst_reward" not in plain["models"]["no_attention"] and "val_cider" not in plain["models"]["no_attention"]
+    assert "scst_reward" not in plain["models"]["no_attention"] and "before_scst" not in plain["models"]["no_attention"]
     assert plain["comparisons"] == [] and "comparison" not in plain

@@ -22,6 +22,7 @@ def tiny(tmp_path_factory):
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVATTN_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("CONVATTN_SYDNEY", raising=False)
+    monkeypatch.delenv("CONVATTN_RSICD", raising=False)
     monkeypatch.chdir(tmp_path)  # so ./data/sydney-captions does not exist
 
 
@@ -32,13 +33,14 @@ def _numbers(text: str) -> set[str]:
 def test_smoke_end_to_end(tiny, tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["reproduce", "--preset", "smoke", "--out", str(out), "--quiet",
-                 "--data", str(tiny / "fashion"), "--sydney", str(tiny / "sydney")])
+                 "--data", str(tiny / "fashion"), "--sydney", str(tiny / "sydney"),
+                 "--rsicd", str(tiny / "sydney")])  # the tiny set stands in for RSICD too
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     assert {st["status"] for st in results["stages"].values()} == {"ok"}
-    assert list(results["stages"]) == ["theory", "classify", "caption", "caption-best"]
+    assert list(results["stages"]) == ["theory", "classify", "caption", "caption-best", "rsicd", "rsicd-best"]
 
     # the report's numbers are results.json's numbers, in both renderings
     classify = results["stages"]["classify"]["summary"]
@@ -68,6 +70,17 @@ def test_smoke_end_to_end(tiny, tmp_path, capsys):
     ratio = best["run_seconds"] / results["stages"]["caption"]["run_seconds"]
     assert f"**{ratio:.2f}x** the study's time" in section
     assert "(caption-best/figures/attention_219_transformer.png)" in section
+
+    # the benchmark section: the RSICD stages, the paired comparison, the "as published" column
+    bench = md.split("## Beyond the study: the RSICD benchmark")[1].split("## This run against")[0]
+    rsicd, rsicd_best = (results["stages"][n]["summary"] for n in ("rsicd", "rsicd-best"))
+    assert rsicd["config"]["preset"] == "smoke" and rsicd_best["config"]["preset"] == "best-smoke"
+    for summary in (caption, rsicd_best):
+        published = summary["models"]["attention"]["as_published"]
+        assert f"| {published['cider']:.3f} | {published['bleu4']:.4f} | seed 42, epoch {published['epoch']} |" in bench
+    assert "- RSICD, best-smoke:attention - smoke:attention: **" in bench
+    assert "- Sydney-Captions, best-smoke:attention - smoke:attention: **" in bench
+    assert "**Sydney-Captions**" in bench and "| MLSFF" in bench
 
     # every figure the report links exists, and the HTML embeds them all
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -121,3 +134,14 @@ def test_bad_sydney_flag_is_an_error_before_any_work(tmp_path, capsys):
 def test_render_only_without_results(tmp_path, capsys):
     assert main(["reproduce", "--render-only", "--out", str(tmp_path)]) == 2
     assert "results.json not found" in capsys.readouterr().err
+
+
+def test_a_missing_rsicd_is_skipped_with_how_to_get_it(monkeypatch):
+    from convattn.report.reproduce import find_rsicd
+
+    folder, why = find_rsicd(None)
+    assert folder is None and "RSICD not found" in why and "$CONVATTN_RSICD unset" in why
+    monkeypatch.setenv("CONVATTN_RSICD", "/nowhere")
+    assert "$CONVATTN_RSICD=/nowhere" in find_rsicd(None)[1]
+    with pytest.raises(Exception, match="--rsicd /nowhere: no dataset.json there"):
+        find_rsicd("/nowhere")

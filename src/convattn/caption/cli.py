@@ -3,6 +3,7 @@
     convattn caption --data DIR [--preset homework|fast|smoke] [--out DIR] [--runs POLICY] [flags]
     torchrun --nproc-per-node N -m convattn caption ...   (or caption --nproc N: data parallel)
     convattn caption predict --model RUN/model.pt IMAGE... [--beam K] [--rerank N] [--attention-maps DIR]
+    convattn caption compare A_OUT:MODEL B_OUT:MODEL [--json]
 
 Every training flag overrides one field of the preset (caption/presets.py); --help lists
 each preset's value.
@@ -11,8 +12,10 @@ each preset's value.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import fields
 
+from convattn.caption.compare import compare_summaries, load_model_summary
 from convattn.caption.encoders import DEFAULT_LAYER, ENCODER_LAYERS
 from convattn.caption.experiment import run
 from convattn.caption.predict import predict
@@ -51,7 +54,7 @@ def register(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_train)
 
-    sub = parser.add_subparsers(dest="caption_command", metavar="predict")
+    sub = parser.add_subparsers(dest="caption_command", metavar="{predict,compare}")
     pred = sub.add_parser("predict", help="caption image files with a trained model.pt",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pred.add_argument("--model", required=True,
@@ -68,6 +71,14 @@ def register(subparsers) -> None:
                       help="write one attention heat-map figure per image here (attention models)")
     pred.add_argument("--device", default="auto", help="auto, cpu or cuda")
     pred.set_defaults(func=_predict)
+
+    comp = sub.add_parser("compare", help="paired bootstrap of test CIDEr-D between two recipes: "
+                          "decoders of two experiments on the same dataset")
+    comp.add_argument("a", metavar="A_OUT:MODEL", help="an experiment's --out folder (or its summary.json) "
+                      "and one of its decoders, e.g. runs/rsicd:attention")
+    comp.add_argument("b", metavar="B_OUT:MODEL", help="the other; the difference is B - A")
+    comp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    comp.set_defaults(func=_compare)
 
 
 def config_from_args(args) -> CaptionConfig:
@@ -154,4 +165,16 @@ def _predict(args) -> int:
     for path, caption in predict(args.model, args.images, choose_device(args.device), beam=args.beam,
                                  attention_maps=args.attention_maps, rerank=args.predict_rerank):
         print(f"{path}\t{caption}")
+    return 0
+
+
+def _compare(args) -> int:
+    out = compare_summaries(load_model_summary(args.a), load_model_summary(args.b))
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{out['pair']}, test CIDEr-D: {out['difference']:+.4f}, 95% paired bootstrap interval over "
+          f"{out['images']} test images [{out['ci_low']:+.4f}, {out['ci_high']:+.4f}] "
+          f"({'excludes' if out['excludes_zero'] else 'includes'} 0; seeds {out['seeds'][0]} and "
+          f"{out['seeds'][1]}, each image's score the mean over seeds)")
     return 0

@@ -38,6 +38,9 @@ from convattn.common.config import require
 from convattn.common.progress import log
 from convattn.common.runtime import seed_everything
 
+# what a run records after every epoch (self-critical epochs add "scst_reward")
+HISTORY = ("train_loss", "val_bleu4", "val_cider", "test_cider", "test_coco_bleu4", "epoch_seconds")
+
 
 def run_dir(out_dir, layer: str, model: str, seed: int) -> Path:
     """Where a run's files live (its model.pt is what predict and serve load)."""
@@ -80,25 +83,23 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
         distributed.restore_rng(state.get("rank_rng"))
         history, best, start = state["history"], state["best"], state["epoch"]
     else:
-        history, best, start = {"train_loss": [], "val_bleu4": [], "epoch_seconds": []}, None, 0
+        history, best, start = {name: [] for name in HISTORY}, None, 0
         distributed.seed_rank(seed)
     trainer = distributed.wrap(decoder)  # DistributedDataParallel in a data-parallel run
 
     max_steps = config.max_steps or data.max_len
-    references = data.references("val")
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
         loss = train_one_epoch(trainer, optimizer, data, config, epoch, seed, quiet)
         rank_rng = distributed.rng_states()  # data parallel: every rank's, so a resume is exact
         if not distributed.is_main():
             continue  # rank 0 scores and checkpoints; the others wait in the next all-reduce
-        val = metrics.bleu4(references, caption_split(decoder, data, "val", max_steps))
-        history["train_loss"].append(loss)
-        history["val_bleu4"].append(val)
-        history["epoch_seconds"].append(time.perf_counter() - t0)
-        log(f"{label} epoch {epoch + 1}/{config.epochs}: train loss {loss:.4f}, "
-            f"val bleu4 {val:.4f} ({history['epoch_seconds'][-1]:.1f} s)")
-        best = end_epoch(folder, key, epoch, val, history, decoder, optimizer, best, rank_rng)
+        scores = epoch_scores(decoder, data, config, max_steps)
+        record(history, train_loss=loss, **scores, epoch_seconds=time.perf_counter() - t0)
+        log(f"{label} epoch {epoch + 1}/{config.epochs}: train loss {loss:.4f}, val bleu4 "
+            f"{scores['val_bleu4']:.4f}, val CIDEr-D {scores['val_cider']:.4f} "
+            f"({history['epoch_seconds'][-1]:.1f} s)")
+        best = end_epoch(folder, key, epoch, history, config, decoder, optimizer, best, rank_rng)
 
     if config.scst_epochs:  # the self-critical stage (caption/scst.py); its epochs continue the count
         reward, total = scst.training_reward(data), config.epochs + config.scst_epochs
@@ -109,15 +110,15 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
         if epoch == config.epochs:
             scst.start_stage(optimizer, config)
         mean_reward = scst.scst_epoch(decoder, optimizer, data, reward, config, epoch, seed, quiet)
-        hyps = caption_split(decoder, data, "val", max_steps)
-        val, val_cider = metrics.bleu4(references, hyps), metrics.cider(references, hyps)
-        for name, value in (("scst_reward", mean_reward), ("val_bleu4", val), ("val_cider", val_cider),
-                            ("epoch_seconds", time.perf_counter() - t0)):
-            history.setdefault(name, []).append(value)
+        scores = epoch_scores(decoder, data, config, max_steps)
+        record(history, scst_reward=mean_reward, **scores, epoch_seconds=time.perf_counter() - t0)
         log(f"{label} epoch {epoch + 1}/{total} (self-critical): train reward {mean_reward:.4f}, "
-            f"val bleu4 {val:.4f}, val CIDEr {val_cider:.4f} ({history['epoch_seconds'][-1]:.1f} s)")
-        # the best decoder by validation BLEU-4 is chosen over both stages
-        best = end_epoch(folder, key, epoch, val, history, decoder, optimizer, best)
+            f"val bleu4 {scores['val_bleu4']:.4f}, val CIDEr-D {scores['val_cider']:.4f} "
+            f"({history['epoch_seconds'][-1]:.1f} s)")
+        # the best decoder by validation is chosen over both stages
+        best = end_epoch(folder, key, epoch, history, config, decoder, optimizer, best)
+    if config.select == "val_cider" and distributed.is_main():  # the run's decoder: the chosen epoch's
+        decoder.load_state_dict(best["model"])
 
     if not distributed.is_main():
         return distributed.broadcast(None), decoder.eval()  # rank 0's result, once it has scored
@@ -126,10 +127,10 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
                                                              data.grid, spec, config,
                                                              reranker_for(data, config.rerank)))
     result = evaluate(decoder, best, data, config, max_steps)
-    result.update(model=model, seed=seed, config=key, train_loss=history["train_loss"],
-                  val_bleu4=history["val_bleu4"], epoch_seconds=history["epoch_seconds"],
-                  final_val_bleu4=history["val_bleu4"][-1],
-                  **{name: history[name] for name in ("scst_reward", "val_cider", "before_scst")
+    result.update(model=model, seed=seed, config=key, final_val_bleu4=history["val_bleu4"][-1],
+                  best_val_bleu4=history["val_bleu4"][best["epoch"] - 1],
+                  best_val_cider=history["val_cider"][best["epoch"] - 1],
+                  **{name: history[name] for name in (*HISTORY, "scst_reward", "before_scst")
                      if name in history},
                   seconds=sum(history["epoch_seconds"]) + time.perf_counter() - t0)
     runs.save_state(folder / "checkpoint.pt", key=key, epoch=config.epochs + config.scst_epochs,
@@ -143,13 +144,34 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     return distributed.broadcast(result), decoder.eval()
 
 
-def end_epoch(folder: Path, key: dict, epoch: int, val: float, history: dict, decoder, optimizer,
-              best: dict | None, rank_rng: list | None = None) -> dict:
-    """After epoch index `epoch`: keep the decoder when its validation BLEU-4 is the best so
-    far (best.pt), checkpoint the run -> the best so far. `rank_rng`: every rank's random
-    state in a data-parallel run (distributed.rng_states), None otherwise."""
-    if best is None or val > best["val_bleu4"]:
-        best = {"model": copy.deepcopy(decoder.state_dict()), "epoch": epoch + 1, "val_bleu4": val}
+def epoch_scores(decoder, data: Data, config: CaptionConfig, max_steps: int) -> dict:
+    """After an epoch: greedy validation captions' bleu4 and CIDEr-D (what chooses the
+    checkpoint), and the test captions' CIDEr-D and coco BLEU-4 as the run decodes them. The
+    test scores feed only the "as published" column (experiment.as_published), never a choice."""
+    val_refs, test_refs = data.references("val"), data.references("test")
+    val = caption_split(decoder, data, "val", max_steps)
+    test = caption_split(decoder, data, "test", max_steps, config.beam,
+                         reranker=reranker_for(data, config.rerank))
+    return {"val_bleu4": metrics.bleu4(val_refs, val), "val_cider": metrics.cider(val_refs, val),
+            "test_cider": metrics.cider(test_refs, test),
+            "test_coco_bleu4": metrics.coco_bleu(test_refs, test)["bleu4"]}
+
+
+def record(history: dict, **values) -> None:
+    for name, value in values.items():
+        history.setdefault(name, []).append(value)
+
+
+def end_epoch(folder: Path, key: dict, epoch: int, history: dict, config: CaptionConfig, decoder,
+              optimizer, best: dict | None, rank_rng: list | None = None) -> dict:
+    """After epoch index `epoch`: keep the decoder when its validation score is the best so
+    far (best.pt; CIDEr-D with --select val_cider, else the study's BLEU-4), checkpoint the
+    run -> the best so far. `rank_rng`: every rank's random state in a data-parallel run
+    (distributed.rng_states), None otherwise."""
+    metric = "val_cider" if config.select == "val_cider" else "val_bleu4"
+    val = history[metric][-1]
+    if best is None or val > best["val"]:
+        best = {"model": copy.deepcopy(decoder.state_dict()), "epoch": epoch + 1, "val": val, "metric": metric}
         io.save_checkpoint(folder / "best.pt", {"decoder": best["model"], "epoch": best["epoch"]})
     runs.save_state(folder / "checkpoint.pt", key=key, epoch=epoch + 1, status="running",
                     history=history, model=decoder, optimizer=optimizer, best=best, rank_rng=rank_rng)
@@ -176,16 +198,19 @@ def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: 
     hyps, alphas = caption_split(decoder, data, "test", max_steps, config.beam, with_alphas=True,
                                  reranker=reranker)
     test = metrics.all_metrics(references, hyps, with_meteor=config.meteor)
-    best_decoder = copy.deepcopy(decoder)
-    best_decoder.load_state_dict(best["model"])
-    test_best = metrics.bleu4(references, caption_split(best_decoder, data, "test", max_steps, config.beam,
-                                                        reranker=reranker))
+    if config.select == "val_cider":  # the decoder is the chosen epoch's already
+        test_best = test["bleu4"]
+    else:
+        best_decoder = copy.deepcopy(decoder)
+        best_decoder.load_state_dict(best["model"])
+        test_best = metrics.bleu4(references, caption_split(best_decoder, data, "test", max_steps,
+                                                            config.beam, reranker=reranker))
     # where the attention looked while writing the test captions (attention decoders only)
     border = metrics.border_mass(alphas, data.grid) if decoder.uses_attention else {}
     return {
         **border,
         "coco": test["coco"],
-        "best_epoch": best["epoch"], "best_val_bleu4": best["val_bleu4"],
+        "best_epoch": best["epoch"], "selected_by": best["metric"],
         "test_bleu4": test["bleu4"], "test_bleu4_best": test_best,
         "corpus_bleu": test["corpus_bleu"], "cider": test["cider"], "rouge_l": test["rouge_l"],
         "meteor": test.get("meteor"),

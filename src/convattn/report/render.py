@@ -22,9 +22,10 @@ from markdown_it import MarkdownIt
 from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.report import study, templating
+from convattn.report.benchmark import benchmark_values
 
 TITLE = "convattn: the study, reproduced"
-STAGES = ("theory", "classify", "caption", "caption-best")
+STAGES = ("theory", "classify", "caption", "caption-best", "rsicd", "rsicd-best")
 
 # config key -> words, in the order the recipe is told
 CLASSIFY_RECIPE = {"optimizer": "optimizer", "epochs": "epochs", "batch_size": "batch size",
@@ -150,7 +151,7 @@ def _best_values(stage: dict, study_stage: dict) -> dict:
         higher = labels.get(b, b) if c["difference"] > 0 else labels.get(a, a)
         comparisons.append({**c, "b": labels.get(b, b), "a": labels.get(a, a),
                             "metric_name": METRIC_NAMES.get(c["metric"], c["metric"]), "higher": higher})
-    scst = [{"label": labels[name], "val_cider": m["val_cider"], "reward": m["scst_reward"],
+    scst = [{"label": labels[name], "val_cider": m["val_cider"][-len(m["scst_reward"]):], "reward": m["scst_reward"],
              "before": m.get("before_scst"), "after": {"cider": m["coco"]["cider"]["mean"],
                                                        "bleu4": m["coco"]["bleu4"]["mean"]}}
             for name, m in models.items() if m.get("scst_reward")]
@@ -278,7 +279,7 @@ def render_markdown(results: dict) -> str:
         environment=results.get("environment", {}), timing=timing, study=study,
         theory=stages["theory"], classify=_classify_values(stages["classify"]),
         caption=_caption_values(stages["caption"]), best=_best_values(stages["caption-best"], stages["caption"]),
-        closing=_closing_rows(stages))
+        bench=benchmark_values(stages), closing=_closing_rows(stages))
 
 
 # -------------------------------------------------------------------------------- HTML

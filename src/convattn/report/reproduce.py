@@ -6,6 +6,8 @@ Layout of --out (default report/):
   theory/ classify/ caption/   each stage's own outputs, figures and checkpoints
   caption-best/           the best captioning recipe beyond the study, run beside the
                           study's (preset best, best-fast or best-smoke: caption.presets.BEST_OF)
+  rsicd/ rsicd-best/      with --rsicd DIR (or $CONVATTN_RSICD): the study's decoders and the
+                          best recipe on RSICD (caption.presets.RSICD_OF), else skipped
 
 Re-running follows the run store's policy (common/runs.py, the same --runs/--resume/--fresh
 flags as classify and caption): by default finished runs are reused, unfinished ones
@@ -22,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from convattn.caption import experiment
-from convattn.caption.presets import BEST_OF
+from convattn.caption.presets import BEST_OF, RSICD_OF
 from convattn.caption.presets import PRESETS as CAPTION_PRESETS
 from convattn.classify import sweep
 from convattn.classify.presets import PRESETS as CLASSIFY_PRESETS
@@ -31,33 +33,41 @@ from convattn.common.errors import UserError
 from convattn.common.progress import log
 from convattn.common.runs import add_policy_flags
 from convattn.common.runtime import choose_device, environment
-from convattn.report import templating
+from convattn.report import study, templating
 from convattn.report.render import write_report
 from convattn.theory.answer import answer
 
 # a preset names one recipe per stage: the presets both stages define
 PRESETS = tuple(p for p in CLASSIFY_PRESETS if p in CAPTION_PRESETS)
 DEFAULT_SYDNEY = Path("data/sydney-captions")
+DEFAULT_RSICD = Path("data/rsicd")
 
 
-def find_sydney(flag: str | None) -> tuple[Path | None, str]:
-    """The Sydney-Captions folder from --sydney, $CONVATTN_SYDNEY or ./data/sydney-captions.
+def find_dataset(flag: str | None, option: str, env: str, default: Path, name: str) -> tuple[Path | None, str]:
+    """A caption dataset's folder from its flag, its environment variable or its default place.
 
-    Returns (folder, "") or (None, why). An explicit --sydney that is wrong is an error.
+    Returns (folder, "") or (None, why). An explicit flag that is wrong is an error.
     """
     if flag:
         folder = Path(flag)
         if not (folder / "dataset.json").is_file():
-            raise UserError(f"--sydney {folder}: no dataset.json there; pass the folder holding "
-                            "Sydney-Captions' dataset.json and images/")
+            raise UserError(f"{option} {folder}: no dataset.json there; pass the folder holding "
+                            f"{name}'s dataset.json and images/")
         return folder, ""
-    env = os.environ.get("CONVATTN_SYDNEY")
-    candidates = ([Path(env)] if env else []) + [DEFAULT_SYDNEY]
-    for folder in candidates:
+    value = os.environ.get(env)
+    for folder in ([Path(value)] if value else []) + [default]:
         if (folder / "dataset.json").is_file():
             return folder, ""
-    tried = (f"$CONVATTN_SYDNEY={env}" if env else "$CONVATTN_SYDNEY unset") + f", ./{DEFAULT_SYDNEY}"
-    return None, f"Sydney-Captions not found (no --sydney; {tried} has no dataset.json)."
+    tried = (f"${env}={value}" if value else f"${env} unset") + f", ./{default}"
+    return None, f"{name} not found (no {option}; {tried} has no dataset.json)."
+
+
+def find_sydney(flag: str | None) -> tuple[Path | None, str]:
+    return find_dataset(flag, "--sydney", "CONVATTN_SYDNEY", DEFAULT_SYDNEY, "Sydney-Captions")
+
+
+def find_rsicd(flag: str | None) -> tuple[Path | None, str]:
+    return find_dataset(flag, "--rsicd", "CONVATTN_RSICD", DEFAULT_RSICD, "RSICD")
 
 
 def _theory_stage(args, out: Path) -> dict:
@@ -73,10 +83,11 @@ def _classify_stage(args, out: Path) -> dict:
     return {"summary": summary}
 
 
-def _caption(preset: str, args, out: Path) -> dict:
-    """One caption stage; `run_seconds`: what its runs recorded (training and test scoring,
-    features excluded), so the report can set the best recipe's time against the study's."""
-    summary = experiment.run(CAPTION_PRESETS[preset], args.sydney_dir, out, device=args.device,
+def _caption(preset: str, args, out: Path, data_dir=None) -> dict:
+    """One caption stage (on Sydney-Captions unless `data_dir`); `run_seconds`: what its runs
+    recorded (training and test scoring, features excluded), so the report can set the best
+    recipe's time against the study's."""
+    summary = experiment.run(CAPTION_PRESETS[preset], data_dir or args.sydney_dir, out, device=args.device,
                              quiet=args.quiet, policy=args.runs)
     return {"summary": summary, "preset": preset, "run_seconds": summary["timing"]["runs_seconds"]}
 
@@ -89,9 +100,18 @@ def _caption_best_stage(args, out: Path) -> dict:
     return _caption(BEST_OF[args.preset], args, out)
 
 
+def _rsicd_stage(args, out: Path) -> dict:
+    return _caption(RSICD_OF[args.preset][0], args, out, args.rsicd_dir)
+
+
+def _rsicd_best_stage(args, out: Path) -> dict:
+    return _caption(RSICD_OF[args.preset][1], args, out, args.rsicd_dir)
+
+
 STAGES = {"theory": _theory_stage, "classify": _classify_stage, "caption": _caption_stage,
-          "caption-best": _caption_best_stage}
-SYDNEY_STAGES = ("caption", "caption-best")  # skipped, with the reason, when Sydney-Captions is missing
+          "caption-best": _caption_best_stage, "rsicd": _rsicd_stage, "rsicd-best": _rsicd_best_stage}
+# stages skipped, with the reason, when their dataset is missing: stage -> the args attribute
+NEEDS = {"caption": "sydney_dir", "caption-best": "sydney_dir", "rsicd": "rsicd_dir", "rsicd-best": "rsicd_dir"}
 
 
 def reproduce(args) -> int:
@@ -104,7 +124,9 @@ def reproduce(args) -> int:
         print(out / "report.html")
         return 0
 
-    args.sydney_dir, why = find_sydney(args.sydney)
+    args.sydney_dir, why_sydney = find_sydney(args.sydney)
+    args.rsicd_dir, why_rsicd = find_rsicd(args.rsicd)
+    missing = {"sydney_dir": why_sydney, "rsicd_dir": why_rsicd}
     device = choose_device(args.device)
     started = time.perf_counter()
     results = {
@@ -118,11 +140,14 @@ def reproduce(args) -> int:
     for name, stage in STAGES.items():
         t0 = time.perf_counter()
         entry: dict = {"dir": name}
-        if name in SYDNEY_STAGES and args.sydney_dir is None:
+        if name in NEEDS and getattr(args, NEEDS[name]) is None:
+            why = missing[NEEDS[name]]
             entry.update(status="skipped", reason=why)
             if name == "caption":  # one warning for both caption stages
                 results["warnings"].append(f"Question 3 was skipped: {why} See the Question 3 section.")
                 log(f"convattn: warning: {why} Q3 skipped; the report says how to get the dataset")
+            elif name == "rsicd":  # optional: one line on how to get it
+                log(f"convattn: {why} The RSICD benchmark is skipped; {study.RSICD_HOWTO_SHORT}")
         else:
             log(f"== {name} ==")
             try:
@@ -162,6 +187,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default="report", help="output folder (default: report)")
     parser.add_argument("--sydney", default=None,
                         help="Sydney-Captions folder (default: $CONVATTN_SYDNEY, else ./data/sydney-captions)")
+    parser.add_argument("--rsicd", default=None,
+                        help="RSICD folder, optional: the benchmark stages rsicd and rsicd-best "
+                             "(default: $CONVATTN_RSICD, else ./data/rsicd; skipped when absent)")
     parser.add_argument("--data", default=None,
                         help="Fashion-MNIST folder (default: the Debian package's, else the download cache)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")

@@ -51,3 +51,7 @@ SYDNEY_HOWTO = (
     "images, then pass it with `--sydney DIR`, set `CONVATTN_SYDNEY=DIR`, or put it at "
     "`./data/sydney-captions`."
 )
+
+RSICD_HOWTO_SHORT = (
+    "to run it, lay RSICD out as dataset.json + images/ from two public repositories (docs/rsicd.md) "
+    "and pass --rsicd DIR or set CONVATTN_RSICD=DIR")
