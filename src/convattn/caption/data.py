@@ -29,6 +29,7 @@ class Data:
         self.train_captions = torch.tensor(
             [self.vocab.encode(c, self.max_len) for im in train for c in im.captions], device=device)
         self.splits = {name: dataset.split(name) for name in ("val", "test")}
+        self.rerankers = {}  # neighbours -> rerank.ConsensusReranker, built on first use (reranker_for)
 
     @property
     def feature_dim(self) -> int:

@@ -92,7 +92,8 @@ class ConsensusReranker:
         """features [B, R, C]; candidates: per image, its hypotheses (word lists, in the
         beam's order) -> per image, each hypothesis' summed CIDEr-D against its neighbours'
         references (the mean times k)."""
-        return [[sum(self.cider.score(j, words) for j in near) for words in hyps]
+        return [[sum(self.cider.score_vector(j, vector) for j in near)
+                 for vector in map(self.cider.vector, hyps)]
                 for near, hyps in zip(self.nearest(features), candidates)]
 
     def choose(self, features: torch.Tensor, candidates: list[list[list[str]]]) -> list[int]:
@@ -116,11 +117,10 @@ def pick(scores: list[float]) -> int:
 
 
 def reranker_for(data: Data, neighbours: int) -> ConsensusReranker | None:
-    """The Data's reranker with `neighbours` neighbours (built once per Data and k), or None
-    for 0 (reranking off)."""
+    """The Data's reranker with `neighbours` neighbours (built once per Data and k, kept in
+    the Data's own `rerankers`), or None for 0 (reranking off)."""
     if not neighbours:
         return None
-    cache = data.__dict__.setdefault("_rerankers", {})
-    if neighbours not in cache:
-        cache[neighbours] = ConsensusReranker.from_data(data, neighbours)
-    return cache[neighbours]
+    if neighbours not in data.rerankers:
+        data.rerankers[neighbours] = ConsensusReranker.from_data(data, neighbours)
+    return data.rerankers[neighbours]

@@ -69,17 +69,27 @@ class CiderD:
         bigrams = sum(tf for gram, tf in counts.items() if len(gram) == 2)
         return weights, [math.sqrt(s) for s in squares], bigrams
 
+    def vector(self, caption: list[str]) -> tuple[dict, list[float], int]:
+        """A caption's tf-idf vector (`_vector`), to score against many images' references
+        (`score_vector`) without recomputing it."""
+        return self._vector(ngram_counts(caption, self.n))
+
     def score(self, image: int, caption: list[str]) -> float:
         """CIDEr-D of one caption (token list) against the references of image `image`."""
-        weights, norms, length = self._vector(ngram_counts(caption, self.n))
+        return self.score_vector(image, self.vector(caption))
+
+    def score_vector(self, image: int, vector: tuple[dict, list[float], int]) -> float:
+        """CIDEr-D of a caption's `vector` against the references of image `image`."""
+        weights, norms, length = vector
+        order = {gram: i for i, gram in enumerate(weights)}
         refs = self.references[image]
         total = [0.0] * self.n
         for ref_weights, ref_norms, ref_length in refs:
             val = [0.0] * self.n
-            for gram, w in weights.items():
-                r = ref_weights.get(gram)
-                if r is not None:
-                    val[len(gram) - 1] += min(w, r) * r  # the candidate's weight clipped at the reference's
+            # the shared n-grams (a C-level set intersection), summed in the caption's order
+            for gram in sorted(weights.keys() & ref_weights.keys(), key=order.__getitem__):
+                w, r = weights[gram], ref_weights[gram]
+                val[len(gram) - 1] += min(w, r) * r  # the candidate's weight clipped at the reference's
             penalty = math.e ** (-(float(length - ref_length) ** 2) / (2 * self.sigma ** 2))
             for k in range(self.n):
                 if norms[k] != 0 and ref_norms[k] != 0:
