@@ -10,7 +10,7 @@ OUT ?= report
 PRESET ?= homework
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data browser reproduce test serve clean
+.PHONY: setup data browser reproduce test test-fast serve clean
 
 setup: $(VENV)/.installed data browser
 
@@ -44,6 +44,10 @@ reproduce: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# the inner loop: the suite without the tests marked slow (processes, browsers, full datasets)
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # the models, test set and report of the last `make reproduce` in $(OUT), on 127.0.0.1:$(PORT)
 PORT ?= 8000
