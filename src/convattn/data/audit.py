@@ -18,7 +18,6 @@ drops empty captions and hashes every image, which is what an audit must not do.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import Counter
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from convattn.common.errors import UserError
+from convattn.data.karpathy import caption_tokens, read_dataset_json
 
 SPLITS = ("train", "val", "test")  # the order of data/captions.py's SPLITS
 SPLIT_ALIASES = {"restval": "train"}  # COCO's Karpathy split: the extra training images
@@ -96,7 +96,7 @@ class Audit:
 def audit(data_dir: str | Path) -> Audit:
     """The audit of DIR/dataset.json; a missing or malformed file is a one-line UserError."""
     root = Path(data_dir)
-    json_path, raw = read_dataset_json(root)
+    json_path, raw, _ = read_dataset_json(root)
     images = parse_images(json_path, raw)
     by_split = {name: [im for im in images if im.split == name] for name in SPLITS}
     train = {" ".join(caption) for im in by_split["train"] for caption in im.captions if caption}
@@ -108,24 +108,6 @@ def audit(data_dir: str | Path) -> Audit:
         test_overlap=ref_overlap(by_split["test"], train),
         val_overlap=ref_overlap(by_split["val"], train),
     )
-
-
-def read_dataset_json(root: Path) -> tuple[Path, dict]:
-    if not root.is_dir():
-        raise UserError(f"{root}: no such folder; pass a folder holding a Karpathy-style "
-                        "dataset.json")
-    json_path = root / "dataset.json"
-    if not json_path.is_file():
-        raise UserError(f"{json_path}: no such file; DIR must hold a Karpathy-style dataset.json "
-                        "(an object with an \"images\" list)")
-    try:
-        raw = json.loads(json_path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{json_path}: malformed JSON ({exc}); fix or re-download the file") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("images"), list):
-        raise UserError(f"{json_path}: expected an object with an \"images\" list "
-                        "(Karpathy format); fix or re-download the file")
-    return json_path, raw
 
 
 def parse_images(json_path: Path, raw: dict) -> list[AuditImage]:
@@ -145,15 +127,15 @@ def parse_image(where: str, entry) -> AuditImage:
     if not isinstance(sentences, list):
         raise UserError(f"{where}: \"sentences\" is not a list; fix the entry")
     return AuditImage(filename=str(entry["filename"]), split=split,
-                      captions=tuple(caption_tokens(where, j, s) for j, s in enumerate(sentences)))
+                      captions=tuple(sentence_tokens(where, j, s) for j, s in enumerate(sentences)))
 
 
-def caption_tokens(where: str, j: int, sentence) -> Caption:
+def sentence_tokens(where: str, j: int, sentence) -> Caption:
     """Lower-cased tokens with blank ones dropped: the rule of captions.load_dataset."""
     tokens = sentence.get("tokens") if isinstance(sentence, dict) else None
     if not isinstance(tokens, list):
         raise UserError(f"{where}: caption {j} has no \"tokens\" list; remove it or give it one")
-    return tuple(str(t).lower() for t in tokens if str(t).strip())
+    return caption_tokens(tokens)
 
 
 def split_stats(images: list[AuditImage]) -> SplitStats:

@@ -32,6 +32,7 @@ from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.common.progress import log
 from convattn.common.runtime import cache_dir
+from convattn.data.karpathy import caption_tokens, read_dataset_json
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)  # indices 0, 1, 2, 3 in every vocabulary
@@ -84,21 +85,7 @@ def load_dataset(data_dir: str | os.PathLike, images_dir: str | os.PathLike | No
     and to record the image sizes.
     """
     root = Path(data_dir)
-    if not root.is_dir():
-        raise UserError(f"--data {root}: no such folder; pass a folder holding a Karpathy-style "
-                        "dataset.json and its images")
-    json_path = root / "dataset.json"
-    if not json_path.is_file():
-        raise UserError(f"--data {root}: no dataset.json there; a captioning dataset is a "
-                        "Karpathy-style dataset.json beside an images/ folder")
-    raw_bytes = json_path.read_bytes()
-    try:
-        raw = json.loads(raw_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{json_path}: malformed JSON ({exc}); fix or re-download the file") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("images"), list):
-        raise UserError(f"{json_path}: expected an object with an \"images\" list "
-                        "(Karpathy format)")
+    json_path, raw, raw_bytes = read_dataset_json(root, "--data")
     images_dir = Path(images_dir) if images_dir is not None else root / "images"
     if not images_dir.is_dir():
         raise UserError(f"--images {images_dir}: no such folder; pass the folder holding the "
@@ -124,7 +111,7 @@ def load_dataset(data_dir: str | os.PathLike, images_dir: str | os.PathLike | No
             if not isinstance(tokens, list):
                 raise UserError(f"{where} ({entry['filename']}): caption {j} has no \"tokens\" "
                                 "list; remove it or give it one")
-            words = [str(t).lower() for t in tokens if str(t).strip()]
+            words = list(caption_tokens(tokens))
             if words:
                 captions.append(words)
             else:
