@@ -139,7 +139,7 @@ def test_attention_penalty_leaves_padding_out():
 
 
 def test_outer_ring_inward_copies_the_neighbours():
-    from convattn.caption.decoders import replace_outer_ring
+    from convattn.caption.regions import replace_outer_ring
 
     grid = torch.arange(16.0).reshape(1, 16, 1)
     out = replace_outer_ring(grid, (4, 4)).reshape(4, 4)
@@ -236,7 +236,7 @@ def test_transformer_steps_equal_teacher_forcing():
 def test_transformer_reads_where_regions_are():
     """The 2-D positional encodings make the regions' order matter: the same features on
     another grid position give other logits (without them attention is order-blind)."""
-    from convattn.caption.decoders import grid_encoding
+    from convattn.caption.transformer import grid_encoding
 
     dec = make_transformer()
     features, caps = torch.randn(B, R, C), captions()
@@ -274,7 +274,7 @@ def test_transformer_gradients_reach_every_parameter():
 def test_transformer_region_options_apply():
     dec = make_transformer(outer_ring="inward", feature_norm="l2", grid=(4, 4))
     features = torch.randn(B, 16, C)
-    expected = dec.region_features(features)
+    expected = dec.read_regions(features)
     norms = expected.norm(dim=-1)
     torch.testing.assert_close(norms, torch.full_like(norms, C ** 0.5), rtol=1e-3, atol=1e-3)
     inner = expected.reshape(B, 4, 4, C)
