@@ -111,6 +111,6 @@ def test_transformer_beam_search_keeps_each_hypothesis_cache():
             logp = logits[0, :len(hyp["ids"])].log_softmax(-1).gather(1, hyp["ids"][:, None]).sum()
             # tolerance basis: the beam's log-probability summed step by step against one
             # teacher-forced pass (other matmul shapes, other summation order): float32
-            # rounding of a sum of <= 7 terms of size ~3, ~1e-6, on any CPU
+            # rounding of a sum of <= 7 terms of size ~3: about 1e-6 expected
             assert hyp["score"] * len(hyp["ids"]) == pytest.approx(logp.item(), abs=1e-4)
             torch.testing.assert_close(hyp["alphas"], alphas[0, :len(hyp["ids"])], rtol=1e-4, atol=1e-6)

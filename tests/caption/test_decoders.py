@@ -230,7 +230,7 @@ def test_transformer_steps_equal_teacher_forcing():
         logits, alphas = dec(features, caps)
         step_logits, step_alphas = run_steps(dec, features, caps[:, :-1])
     # tolerance basis: one forward pass computed with other matmul shapes (one step at a time
-    # against all steps at once): float32 rounding of ~1e-6 relative, on any CPU
+    # against all steps at once): float32 rounding, about 1e-6 relative expected
     torch.testing.assert_close(step_logits, logits, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(step_alphas, alphas, rtol=1e-4, atol=1e-6)
 
