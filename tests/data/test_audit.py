@@ -1,6 +1,7 @@
 """`convattn data audit`: every number of a tiny dataset.json known by construction, the CLI's
 table, JSON and errors, and the real Sydney-Captions' test/train overlap when it is present."""
 
+import os
 import json
 import subprocess
 import sys
@@ -145,3 +146,14 @@ def test_sydney_test_refs_in_train():
     assert round(result.test_overlap.fraction, 2) == 0.27  # 79 of 290
     assert (result.overall.unique_captions, result.overall.captions) == (1099, 3065)
     assert [result.splits[s].images for s in ("train", "val", "test")] == [497, 58, 58]
+
+
+RSICD = Path(os.environ.get("CONVATTN_RSICD", "data/rsicd"))
+
+
+@pytest.mark.skipif(not (RSICD / "dataset.json").is_file(),
+                    reason=f"RSICD not found (set CONVATTN_RSICD; tried {RSICD}); docs/rsicd.md says how to lay it out")
+def test_rsicd_audit():
+    result = audit(RSICD)
+    assert [result.splits[s].images for s in ("train", "val", "test")] == [8734, 1094, 1093]
+    assert round(result.test_overlap.fraction, 3) == 0.112 and result.overall.empty_captions == 5
