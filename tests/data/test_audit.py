@@ -1,8 +1,8 @@
 """`convattn data audit`: every number of a tiny dataset.json known by construction, the CLI's
 table, JSON and errors, and the real Sydney-Captions' test/train overlap when it is present."""
 
-import os
 import json
+import os
 import subprocess
 import sys
 from dataclasses import asdict
