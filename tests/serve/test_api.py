@@ -21,7 +21,8 @@ from convattn.caption.features import cache_precision
 from convattn.data.captions import SPECIALS, Vocabulary
 from convattn.serve import app as app_module
 from convattn.serve.app import create_app
-from convattn.serve.models import ModelStore, generated_tokens, given_models, report_models
+from convattn.serve.catalog import given_models, report_models
+from convattn.serve.models import ModelStore, generated_tokens
 from convattn.serve.uploads import MAX_BYTES
 
 STATIC = Path(app_module.__file__).parent / "static"
@@ -51,7 +52,8 @@ def test_page_lists_the_models_and_fetches_nothing_from_elsewhere(client):
     attention = next(m for m in client.get("/api/models").json() if m["attention"])
     # the fake run decoded greedily: so does the page by default
     assert (f'<option value="{attention["id"]}" title="{attention["path"]}" data-beam="1" '
-            'data-decoding="greedy" selected>') in page.text
+            'data-decoding="greedy" data-dataset="Sydney-Captions" selected>') in page.text
+    assert '<optgroup label="Sydney-Captions (best validation score first)">' in page.text
     for m in client.get("/api/models").json():
         assert m["label"] in page.text
     # every local script and stylesheet the page names exists
@@ -64,9 +66,12 @@ def test_page_lists_the_models_and_fetches_nothing_from_elsewhere(client):
 
 
 def test_models(client, fake_run):
+    """Best validation CIDEr-D first: attention 0.45, no attention 0.40 (conftest)."""
     models = client.get("/api/models").json()
-    assert [m["attention"] for m in models] == [False, True]
-    assert [m["label"] for m in models] == ["no attention (report, seed 42)", "attention (report, seed 42)"]
+    assert [m["attention"] for m in models] == [True, False]
+    assert [m["label"] for m in models] == ["Sydney-Captions · smoke · attention, seed 42",
+                                            "Sydney-Captions · smoke · no attention, seed 42"]
+    assert [m["validation"]["score"] for m in models] == [0.45, 0.40]
     assert models[1]["grid"] == [fake_run.image_size // 32] * 2
     assert models[1]["image_size"] == fake_run.image_size
 
@@ -191,13 +196,14 @@ def test_concurrent_captions_agree_with_one_at_a_time(client):
 
 def test_testset_scores(client, fake_run):
     out = client.get("/api/testset").json()
-    assert out["images"] == 4 and [m["name"] for m in out["models"]] == ["no_attention", "attention"]
+    assert out["images"] == 4 and out["datasets"] == ["Sydney-Captions"]
+    assert [m["name"] for m in out["models"]] == ["caption/no_attention", "caption/attention"]
     first = out["rows"][0]
-    assert first["captions"]["attention"]["text"] == fake_run.perfect
-    assert first["captions"]["attention"]["bleu4"] == pytest.approx(1.0)
-    assert first["captions"]["no_attention"] == {"text": fake_run.hopeless, "bleu4": 0.0,
-                                                 "cider": first["captions"]["no_attention"]["cider"]}
-    assert first["captions"]["attention"]["cider"] > first["captions"]["no_attention"]["cider"]
+    attention, no_attention = first["captions"]["caption/attention"], first["captions"]["caption/no_attention"]
+    assert attention["text"] == fake_run.perfect
+    assert attention["bleu4"] == pytest.approx(1.0)
+    assert no_attention == {"text": fake_run.hopeless, "bleu4": 0.0, "cider": no_attention["cider"]}
+    assert attention["cider"] > no_attention["cider"]
     # the study's metric, recomputed here from the references
     for row in out["rows"]:
         for c in row["captions"].values():
@@ -242,22 +248,26 @@ def test_one_token_per_attention_map():
     assert generated_tokens(vocab, [4, 5, 4]) == ["a", "river", "a"]  # never ended
 
 
-def test_every_decoder_of_the_run_is_offered_after_the_reports_own(report_dir, tmp_path):
+def test_every_decoder_of_the_run_is_offered_best_validation_first(report_dir, tmp_path):
+    """Runs the summary has no validation scores for come last, in file order."""
     run = tmp_path / "run"
     shutil.copytree(report_dir, run)
     runs = run / "caption" / "runs"
     for extra in ("blocks/attention/seed43", "head/no_attention/seed42"):
         (runs / extra).mkdir(parents=True)
         shutil.copy(runs / "blocks" / "attention" / "seed42" / "model.pt", runs / extra / "model.pt")
-    labels = [label for label, _ in report_models(run)]
-    assert labels == ["no attention (report, seed 42)", "attention (report, seed 42)",
-                      "attention (seed 43)", "no attention (head features, seed 42)"]
+    labels = [entry.label.removeprefix("Sydney-Captions · smoke · ") for entry in report_models(run)]
+    assert labels == ["attention, seed 42", "no attention, seed 42",
+                      "attention, seed 43", "no attention, seed 42, head features"]
 
 
 def test_model_files_given_on_the_command_line(report_dir):
     path = report_dir / "caption" / "runs" / "blocks" / "attention" / "seed42" / "model.pt"
     store = ModelStore(given_models([str(path)]), torch.device("cpu"))
-    assert [m["label"] for m in store.info()] == ["attention (.../blocks/attention/seed42/model.pt)"]
+    [info] = store.info()
+    assert info["label"] == "attention (.../blocks/attention/seed42/model.pt)"
+    # its run folder's summary.json, found beside runs/: its dataset and validation score
+    assert info["validation"]["score"] == 0.45 and info["novelty"]["threshold"] is not None
 
 
 def test_no_pages_that_need_a_cdn(client):

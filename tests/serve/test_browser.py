@@ -2,8 +2,9 @@
 server on a free 127.0.0.1 port. Upload an image, wait for the caption, check the attention
 glow the page draws pixel by pixel against the report's recipe (torch bilinear upsampling,
 max scaled to 1, autumn_r colours, opacity 0.7 x weight), then the error path, a TIFF, the
-test set and the report. Skipped only where chromium or chromedriver is not installed
-(`make setup` installs them where apt and root are available)."""
+out-of-domain warning beside the caption, the test set (of each dataset) and the report.
+Skipped only where chromium or chromedriver is not installed (`make setup` installs them
+where apt and root are available)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import torch
 import uvicorn
 from PIL import Image
+
+from convattn.data.captions import load_dataset
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 VIEW = 512  # the page's large canvas
@@ -118,7 +122,7 @@ def check_glow(driver, image, weights, grid):
         assert max(abs(g - w) for g, w in zip(got, want)) <= 4, ((x, y), got, want)
 
 
-def test_caption_attention_errors_testset_report(server, browser, client, tmp_path):
+def test_caption_attention_errors_testset_report(server, browser, client, tiny_data, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -172,12 +176,36 @@ def test_caption_attention_errors_testset_report(server, browser, client, tmp_pa
     assert [w.text for w in browser.find_elements(By.CSS_SELECTOR, "#caption .word")] == beam3["words"]
     check_glow(browser, image, beam3["attention"]["weights"][0], grid)
 
+    # an image unlike every training image (noise): the warning beside the caption, with the
+    # API's numbers; a training image of the run's dataset: a quiet note, no warning
+    odd = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(odd)
+    find(By.ID, "file").send_keys(str(odd))
+    wait.until(lambda d: d.find_element(By.ID, "file-name").text == "noise.png"
+               and "warning" in d.find_element(By.ID, "novelty").get_attribute("class"))
+    novelty = client.post("/api/caption", files={"image": ("noise.png", odd.read_bytes())},
+                          data={"model": attention["id"], "beam": "3"}).json()["novelty"]
+    assert novelty["unlike_training"] is True
+    assert find(By.ID, "novelty").is_displayed() and find(By.ID, "novelty").text == novelty["message"]
+    assert "this image is unlike every training image" in find(By.ID, "novelty").text
+    dataset = load_dataset(tiny_data)
+    familiar = dataset.path(dataset.split("train")[0])
+    find(By.ID, "file").send_keys(str(familiar))
+    wait.until(lambda d: d.find_element(By.ID, "file-name").text == familiar.name
+               and "warning" not in d.find_element(By.ID, "novelty").get_attribute("class"))
+    wait.until(lambda d: d.find_element(By.ID, "novelty").text.startswith("like the training images"))
+
     # the test set, sorted worst first, and one of its images sent to the captioner
     find(By.ID, "tab-testset").click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#testset tbody tr")) == 4)
-    Select(find(By.ID, "sort")).select_by_value("bleu4:attention")
+    assert "images 1-4 of 4" in find(By.ID, "page-note").text and not find(By.ID, "dataset-field").is_displayed()
+    first_row = "return document.querySelector('#testset tbody tr').dataset.name"  # atomic: rows are replaced
+    first_name = browser.execute_script(first_row)
+    Select(find(By.ID, "sort")).select_by_value("bleu4:caption/attention")
+    # sorted by the server: the first row is no longer the file's first (attention's bleu4 1)
+    wait.until(lambda d: d.execute_script(first_row) != first_name)
     first = browser.find_element(By.CSS_SELECTOR, "#testset tbody tr")
-    assert "bleu4 0.000" in first.text
+    assert "bleu4 0.000" in first.find_elements(By.TAG_NAME, "td")[3].text  # attention's column
     first.find_element(By.CSS_SELECTOR, "button").click()
     wait.until(lambda d: d.find_element(By.ID, "refs-box").is_displayed())
     assert find(By.ID, "view-caption").is_displayed()
@@ -233,3 +261,32 @@ def test_each_model_starts_from_its_runs_decoding(report_dir, browser, tmp_path)
         Select(find(By.ID, "model")).select_by_value("m0")
         assert browser.execute_script(checked) == "beam" and find(By.ID, "beam").get_attribute("value") == "5"
         wait.until(lambda d: "beam 5 + consensus rerank" in d.find_element(By.ID, "result-model").text)
+
+
+def test_each_datasets_test_set(stages_dir, browser):
+    """A run with RSICD's stages too: the test-set view offers both datasets, and RSICD's
+    rows, thumbnails and "Caption it" (with an RSICD model) work."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from convattn.serve.cli import build
+
+    app, store = build(None, str(stages_dir), "cpu")
+    wait = WebDriverWait(browser, 60)
+    find = browser.find_element
+    with running(app) as url:
+        browser.get(url + "/#testset")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#testset tbody tr")) == 4)
+        assert find(By.ID, "dataset-field").is_displayed()
+        Select(find(By.ID, "dataset")).select_by_value("RSICD")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#testset tbody tr")) == 5)
+        assert "5 test images of RSICD" in find(By.ID, "testset-summary").text
+        assert "images 1-5 of 5" in find(By.ID, "page-note").text and not find(By.ID, "next").is_enabled()
+        thumb = find(By.CSS_SELECTOR, "#testset tbody tr img")
+        assert "dataset=RSICD" in thumb.get_attribute("src")
+        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumb))
+        find(By.CSS_SELECTOR, "#testset tbody tr button").click()
+        wait.until(lambda d: d.find_element(By.ID, "refs-box").is_displayed())
+        best_rsicd = next(m for m in store.info() if m["dataset"] == "RSICD")
+        assert Select(find(By.ID, "model")).first_selected_option.get_attribute("value") == best_rsicd["id"]
+        wait.until(lambda d: "RSICD · rsicd" in d.find_element(By.ID, "result-model").text)

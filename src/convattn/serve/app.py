@@ -5,8 +5,10 @@
     POST /api/caption               multipart: image (file), model (id), beam (1 = greedy, 2-10;
                                     unset: the model's run's decoding, as GET /api/models says)
     POST /api/preview               multipart: image -> PNG, for formats browsers cannot show (TIFF)
-    GET  /api/testset               test images, references, captions, per-image bleu4 / CIDEr-D
-    GET  /api/testset/{name}/image  a test image as PNG (?size=N: longer side at most N)
+    GET  /api/testset               one page of a dataset's test images with references,
+                                    captions and per-image bleu4 / CIDEr-D (?dataset=, sort=,
+                                    reverse=, offset=, limit=; "datasets" lists the choices)
+    GET  /api/testset/{name}/image  a test image as PNG (?dataset=; ?size=N: longer side at most N)
     GET  /report                    the run's report.html, as it is
     GET  /static/...                the page's CSS and JavaScript
 
@@ -29,8 +31,9 @@ from fastapi.templating import Jinja2Templates
 from PIL import Image
 
 import convattn
-from convattn.serve.models import NO_REPORT, ModelStore
-from convattn.serve.testset import TestSet
+from convattn.serve.catalog import NO_REPORT, find_stages
+from convattn.serve.models import ModelStore
+from convattn.serve.testset import PAGE, TestSet, report_testsets
 from convattn.serve.uploads import MAX_BYTES, BadImage, megabytes, open_upload
 
 HERE = Path(__file__).parent
@@ -45,8 +48,8 @@ def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
     """An app serving `store`'s models and, when `report_dir` holds a reproduce run, its
     test set and report."""
     report_dir = Path(report_dir) if report_dir is not None else None
-    has_summary = report_dir is not None and (report_dir / "caption" / "summary.json").is_file()
-    testset = TestSet(report_dir) if has_summary else None
+    testsets = report_testsets(find_stages(report_dir)) if report_dir is not None else {}
+    has_summary = bool(testsets)
     report_html = report_dir / "report.html" if report_dir is not None else None
     missing_report = (f"no report here: {report_dir or './report'} has no "
                       f"{'report.html' if has_summary else 'caption/summary.json'}; {NO_REPORT}")
@@ -85,8 +88,9 @@ def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
     def page(request: Request):
         return templates.TemplateResponse(request, "index.html", {
             "version": convattn.__version__, "models": store.info(), "max_beam": MAX_BEAM,
+            "model_groups": runs_of_datasets(store.info()),
             "max_bytes": MAX_BYTES, "max_mb": megabytes(MAX_BYTES),
-            "has_testset": testset is not None, "has_report": bool(report_html and report_html.is_file()),
+            "has_testset": bool(testsets), "has_report": bool(report_html and report_html.is_file()),
             "missing_report": missing_report, "device": str(store.device)})
 
     @app.get("/api/models")
@@ -111,20 +115,36 @@ def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
         picture.save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png")
 
-    @app.get("/api/testset")
-    def explore() -> dict:
-        if testset is None:
+    def testset_of(dataset: str | None) -> TestSet:
+        if not testsets:
             raise HTTPException(404, missing_report)
-        return testset.info()
+        if dataset is None:
+            return next(iter(testsets.values()))
+        if dataset not in testsets:
+            raise HTTPException(404, f"no test set of {dataset!r} here; this report has "
+                                     + ", ".join(testsets))
+        return testsets[dataset]
+
+    @app.get("/api/testset")
+    def explore(dataset: Annotated[str | None, Query(description="default: the first")] = None,
+                sort: str = "file", reverse: bool = False,
+                offset: Annotated[int, Query(ge=0)] = 0,
+                limit: Annotated[int, Query(ge=1, le=500)] = PAGE) -> dict:
+        testset = testset_of(dataset)
+        try:
+            return {"datasets": list(testsets), **testset.page(sort, reverse, offset, limit)}
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     @app.get("/api/testset/{name}/image")
-    def test_image(name: str, size: Annotated[int | None, Query(ge=16, le=2048)] = None):
-        if testset is None:
-            raise HTTPException(404, missing_report)
+    def test_image(name: str, dataset: str | None = None,
+                   size: Annotated[int | None, Query(ge=16, le=2048)] = None):
+        testset = testset_of(dataset)
         try:
             png = testset.png(name, size)
         except KeyError:
-            raise HTTPException(404, f"{name!r} is not a test image of this report") from None
+            raise HTTPException(404, f"{name!r} is not a test image of {testset.dataset} in this "
+                                     "report") from None
         except (FileNotFoundError, ValueError) as exc:
             raise HTTPException(404, str(exc)) from None
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
@@ -136,6 +156,18 @@ def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
         return FileResponse(report_html, media_type="text/html")
 
     return app
+
+
+def runs_of_datasets(models: list[dict]) -> list[tuple[str | None, list[dict]]]:
+    """The models, in their order, cut where the dataset changes: the page's option groups
+    (a report's models come grouped by dataset, catalog.ranked)."""
+    groups: list = []
+    for m in models:
+        if groups and groups[-1][0] == m["dataset"]:
+            groups[-1][1].append(m)
+        else:
+            groups.append((m["dataset"], [m]))
+    return groups
 
 
 def read_upload(upload: UploadFile):

@@ -16,7 +16,8 @@ from convattn.common.errors import UserError
 from convattn.common.progress import log
 from convattn.common.runtime import choose_device
 from convattn.serve.app import create_app
-from convattn.serve.models import NO_REPORT, ModelStore, given_models, report_models
+from convattn.serve.catalog import NO_REPORT, given_models, report_models
+from convattn.serve.models import ModelStore
 
 DEFAULT_REPORT = "report"
 # captions computed at once per CPU core, one torch thread each. bench/serve_load.py on 2
@@ -30,13 +31,16 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
         description="Serve a web page (offline: no CDN) to caption uploaded images with the "
-                    "trained decoders (greedy or beam search, top beams, attention maps per word), "
-                    "browse the test set's references, captions and per-image scores, and read "
+                    "trained decoders (greedy or beam search, top beams, attention maps per word, a "
+                    "warning when an image is unlike every training image), browse each dataset's "
+                    "test set with its references, captions and per-image scores, and read "
                     "the study's report. Without flags: the last `reproduce` run in ./report.")
     parser.add_argument("--model", metavar="PATH", action="extend", nargs="+", default=None,
                         help="a model.pt to offer (repeatable; default: the models of --report)")
     parser.add_argument("--report", metavar="DIR", default=None,
-                        help=f"a `convattn reproduce --out DIR` folder (default: {DEFAULT_REPORT})")
+                        help=f"a `convattn reproduce --out DIR` folder: every decoder of its caption stages "
+                             "(caption, caption-best, rsicd, rsicd-best), grouped by dataset, best "
+                             f"validation score first, and their test sets (default: {DEFAULT_REPORT})")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
@@ -77,6 +81,8 @@ def _serve(args) -> int:
     app, store = build(args.model, args.report, args.device, args.parallel)
     for m in store.info():
         log(f"model {m['id']}: {m['label']} ({m['path']})")
+    for reason in dict.fromkeys(m["novelty"]["reason"] for m in store.info() if m["novelty"]["reason"]):
+        log(reason)  # once per cause, not once per model
     log(f"convattn serve: http://{args.host}:{args.port}/ (Ctrl-C to stop)")
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

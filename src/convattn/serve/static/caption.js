@@ -57,8 +57,20 @@ function imageFrom(url) {
   });
 }
 
+// A test image of `dataset` is captioned by a model trained on that dataset: the chosen one
+// if it is, else the dataset's best (the first of its group).
+function useModelOf(dataset) {
+  const options = [...$("model").options];
+  if (!dataset || $("model").selectedOptions[0]?.dataset.dataset === dataset) return;
+  const first = options.find((o) => o.dataset.dataset === dataset);
+  if (!first) return;
+  $("model").value = first.value;
+  useRunDecoding();
+}
+
 export async function setFile(file, refs = null) {
   const error = $("caption-error");
+  if (refs) useModelOf(refs.dataset);
   showError(error, "");
   if (!file) return;
   const limit = window.CONVATTN.max_bytes;
@@ -135,10 +147,23 @@ function render() {
     box.append(r.caption || "(empty caption)");
     $("word-hint").textContent = "This model has no attention: it sees the image only through the mean of its region features.";
   }
+  renderNovelty(r.novelty);
   renderBeams(r.beams);
   renderRefs();
   renderStrip();
   selectWord(state.word);
+}
+
+// The out-of-domain check beside the caption (the server's sentence): a warning when the
+// image is less similar to its nearest training image than (nearly) every validation image
+// is; otherwise a quiet note with the numbers, or why this model has no check.
+function renderNovelty(n) {
+  const node = $("novelty");
+  node.hidden = !n;
+  if (!n) return;
+  node.classList.toggle("warning", n.unlike_training === true);
+  node.classList.toggle("muted", n.unlike_training !== true);
+  node.textContent = n.message;
 }
 
 function renderBeams(beams) {

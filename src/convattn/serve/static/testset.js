@@ -1,42 +1,65 @@
-// The "Test set" view: every test image with its five references and each model's caption
-// and per-image scores, sortable to find the worst captions; "Caption" sends an image to the
-// first view, where its attention maps can be seen.
+// The "Test set" view: a dataset's test images, a page at a time, with their references and
+// each recipe's decoders' captions and per-image scores, sorted by the server (worst first)
+// to find the worst captions; "Caption it" sends an image to the first view, where its
+// attention maps can be seen. One dataset at a time (Sydney-Captions, RSICD: whichever ran).
 
 import {api, el, fmt, showError} from "./common.js";
 
 const THUMB = 160;
+const LIMIT = 50;
 const $ = (id) => document.getElementById(id);
-let data = null;
+const state = {dataset: null, sort: "file", reverse: false, offset: 0, request: 0};
+let onCaption = null;
 
-function sortOptions() {
-  const options = [["file", "file order", null]];
-  for (const m of data.models) {
-    options.push([`bleu4:${m.name}`, `bleu4, ${m.label} (worst first)`, (r) => r.captions[m.name].bleu4]);
-    options.push([`cider:${m.name}`, `CIDEr-D, ${m.label} (worst first)`, (r) => r.captions[m.name].cider]);
-  }
-  const names = data.models.map((m) => m.name);
-  if (names.includes("attention") && names.includes("no_attention")) {
-    options.push(["gain", "bleu4, attention minus no attention (attention's losses first)",
-      (r) => r.captions.attention.bleu4 - r.captions.no_attention.bleu4]);
-  }
-  return options;
+function query() {
+  const q = new URLSearchParams({sort: state.sort, reverse: String(state.reverse),
+    offset: String(state.offset), limit: String(LIMIT)});
+  if (state.dataset) q.set("dataset", state.dataset);
+  return `/api/testset?${q}`;
 }
 
-function render(options) {
-  const [, , key] = options.find(([value]) => value === $("sort").value) || options[0];
-  const rows = data.rows.map((r, i) => ({r, i}));
-  if (key) rows.sort((a, b) => key(a.r) - key(b.r) || a.i - b.i);
-  if ($("reverse").checked) rows.reverse();
-  $("testset").tBodies[0].replaceChildren(...rows.map(({r}) => row(r)));
+async function load() {
+  const id = ++state.request;
+  let data;
+  try {
+    data = await api(query());
+  } catch (err) {
+    if (id === state.request) showError($("testset-error"), err.message);
+    return;
+  }
+  if (id !== state.request) return;  // a newer page was asked for meanwhile
+  showError($("testset-error"), "");
+  state.dataset = data.dataset;
+  render(data);
 }
 
-function row(r) {
-  const image = `/api/testset/${encodeURIComponent(r.name)}/image`;
+function render(data) {
+  const datasets = $("dataset");
+  if (datasets.options.length !== data.datasets.length) {
+    datasets.replaceChildren(...data.datasets.map((d) => el("option", {value: d}, d)));
+  }
+  datasets.value = data.dataset;
+  $("dataset-field").hidden = data.datasets.length < 2;
+  $("sort").replaceChildren(...data.sorts.map((s) => el("option", {value: s.value}, s.label)));
+  $("sort").value = data.sort;
+  $("testset").tHead.replaceChildren(el("tr", {}, el("th", {}, "image"), el("th", {}, "references"),
+    data.models.map((m) => el("th", {}, m.label))));
+  $("testset").tBodies[0].replaceChildren(...data.rows.map((r) => row(r, data)));
+  $("testset-summary").textContent = `${data.images} test images of ${data.dataset}; mean ` +
+    data.models.map((m) => `${m.label}: bleu4 ${fmt(m.mean.bleu4)}, CIDEr-D ${fmt(m.mean.cider)}`).join("; ");
+  const last = Math.min(data.offset + data.rows.length, data.images);
+  $("page-note").textContent = `images ${data.images ? data.offset + 1 : 0}-${last} of ${data.images}`;
+  $("prev").disabled = data.offset === 0;
+  $("next").disabled = last >= data.images;
+}
+
+function row(r, data) {
+  const image = `/api/testset/${encodeURIComponent(r.name)}/image?dataset=${encodeURIComponent(data.dataset)}`;
   return el("tr", {"data-name": r.name},
     el("td", {class: "image"},
-      el("img", {src: `${image}?size=${THUMB}`, alt: `test image ${r.name}`, loading: "lazy", width: THUMB, height: THUMB}),
+      el("img", {src: `${image}&size=${THUMB}`, alt: `test image ${r.name}`, loading: "lazy", width: THUMB, height: THUMB}),
       el("div", {}, el("strong", {}, r.name), " ",
-        el("button", {type: "button", class: "small", onclick: () => openInCaption(r, image)}, "Caption it"))),
+        el("button", {type: "button", class: "small", onclick: () => openInCaption(r, image, data.dataset)}, "Caption it"))),
     el("td", {}, el("ol", {class: "refs"}, r.references.map((s) => el("li", {}, s)))),
     data.models.map((m) => {
       const c = r.captions[m.name];
@@ -46,33 +69,26 @@ function row(r) {
     }));
 }
 
-let onCaption = null;
-
-async function openInCaption(r, url) {
+async function openInCaption(r, url, dataset) {
   try {
     const response = await fetch(url);
     if (!response.ok) throw new Error((await response.json()).detail || `HTTP ${response.status}`);
     const file = new File([await response.blob()], `${r.name}.png`, {type: "image/png"});
-    onCaption(file, {name: r.name, references: r.references});
+    onCaption(file, {name: r.name, references: r.references, dataset});
   } catch (err) {
     showError($("testset-error"), err.message);
   }
 }
 
-export async function initTestset(captionFile) {
+export function initTestset(captionFile) {
   onCaption = captionFile;
-  try {
-    data = await api("/api/testset");
-  } catch (err) {
-    return showError($("testset-error"), err.message);
-  }
-  const options = sortOptions();
-  $("sort").replaceChildren(...options.map(([value, label]) => el("option", {value}, label)));
-  $("testset").tHead.replaceChildren(el("tr", {}, el("th", {}, "image"), el("th", {}, "references"),
-    data.models.map((m) => el("th", {}, m.label))));
-  $("testset-summary").textContent = `${data.images} test images of ${data.dataset || "the dataset"}; mean ` +
-    data.models.map((m) => `${m.label}: bleu4 ${fmt(m.mean.bleu4)}, CIDEr-D ${fmt(m.mean.cider)}`).join("; ");
-  $("sort").addEventListener("change", () => render(options));
-  $("reverse").addEventListener("change", () => render(options));
-  render(options);
+  $("dataset").addEventListener("change", () => {
+    Object.assign(state, {dataset: $("dataset").value, sort: "file", offset: 0});
+    load();
+  });
+  $("sort").addEventListener("change", () => { Object.assign(state, {sort: $("sort").value, offset: 0}); load(); });
+  $("reverse").addEventListener("change", () => { Object.assign(state, {reverse: $("reverse").checked, offset: 0}); load(); });
+  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - LIMIT); load(); });
+  $("next").addEventListener("click", () => { state.offset += LIMIT; load(); });
+  return load();
 }
