@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from PIL import Image
 
 from convattn.cli import main
 from convattn.common import io
@@ -158,10 +159,41 @@ def test_report_html_is_self_contained(tmp_path, results):
     md = (tmp_path / "report.md").read_text()
     html = (tmp_path / "report.html").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(links) == 10 and all((tmp_path / link).is_file() for link in links)
+    assert len(links) == 8 and all((tmp_path / link).is_file() for link in links)
     assert html.count('src="data:image/png;base64,') == len(links)
     assert not re.search(r"""(src|href)=["'](?!data:)""", html)  # every image is embedded, nothing linked
     assert not re.search(r"https?://", html)
+
+
+def test_question_2_shows_each_figure_once(tmp_path, results):
+    """The best run's loss and dev-accuracy curves are also in the every-learning-rate figure:
+    Q2 shows that one only."""
+    figures = results["stages"]["classify"]["summary"]["figures"]
+    for i, path in enumerate(figures.values()):  # a different image per file, to tell them apart in the page
+        Image.new("RGB", (2, 2), (40 * i, 0, 0)).save(tmp_path / "classify" / path)
+    write_report(tmp_path, results)
+    md = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    shown = re.findall(r"\]\((classify/[^)]+)\)", md.split("## Question 2")[1].split("## Question 3")[0])
+    assert shown == [f"classify/{figures[key]}" for key in ("sweep_curves", "conv1_kernels", "conv2_kernels",
+                                                            "conv2_kernels_channel0")]
+    images = re.findall(r'src="(data:[^"]+)"', html.split('id="question-2"')[1].split('id="question-3"')[0])
+    assert len(images) == len(set(images)) == 4
+    assert not re.search(r"<td>\s*<img", html)  # a figure is its own paragraph, not a table's last row
+
+
+def test_equations_are_mathml_and_the_page_runs_no_script(tmp_path, results):
+    write_report(tmp_path, results)
+    md = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    # report.md keeps them as readable text
+    assert "### Q1.3 Self-attention: $P = softmax(X A X^T)$ with $rank(A) ≤ d$" in md
+    assert "$max |conv(shift(x)) - shift(conv(x))|$ = **" in md
+    theory = html.split('id="question-1"')[1].split("Q2.2 Training the CNN")[0]
+    assert theory.count("<math>") == md.split("## Question 1")[1].split("### Q2.2")[0].count("$") // 2 > 20
+    assert "$" not in theory and "softmax(X" not in theory  # no equation left as text
+    assert "<mi>softmax</mi>" in theory and "<msqrt><mi>d</mi></msqrt>" in theory
+    assert "<script" not in html.lower()
 
 
 def test_numeric_columns_are_right_aligned(tmp_path, results):
@@ -297,7 +329,7 @@ def test_best_recipe_section(tmp_path, with_best):
            "**2.50x** the study's time." in best
     # still one self-contained page
     html = (tmp_path / "report.html").read_text()
-    assert "caption-best/figures" not in html and html.count('src="data:image/png;base64,') == 12
+    assert "caption-best/figures" not in html and html.count('src="data:image/png;base64,') == 10
 
 
 def test_best_recipe_without_the_study_stage_or_comparisons(tmp_path, with_best):

@@ -2,9 +2,10 @@
 kernels (arrays; the sweep reads them from its checkpoint).
 
 Curves: the best run's training loss and dev accuracy per epoch (the study's two plots),
-and every learning rate overlaid. Kernels (Q2.3): conv1's 16 kernels (3x3), conv2's full
-32x16 grid of 3x3 kernels, and conv2's first input channel (the study's view). Kernel
-figures share one colour scale per figure, symmetric around zero, shown by a colour bar.
+and every learning rate overlaid with the best drawn bold (the one the report shows).
+Kernels (Q2.3): conv1's 16 kernels (3x3), conv2's full 32x16 grid of 3x3 kernels, and
+conv2's first input channel (the study's view). Kernel figures share one colour scale per
+figure, symmetric around zero, shown by a colour bar.
 """
 
 from __future__ import annotations
@@ -56,13 +57,17 @@ def best_curve(run: dict, key: str, ylabel: str, title: str):
     return fig
 
 
-def sweep_curves(runs: list[dict]):
+def sweep_curves(runs: list[dict], best_lr: float | None = None):
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     for run in runs:
-        label = f"lr {run['lr']:g}" + ("" if run["status"] == "ok" else f" ({run['status']})")
+        best = run["lr"] == best_lr
+        label = f"lr {run['lr']:g}" + (" (best)" if best else "")
+        label += "" if run["status"] == "ok" else f" ({run['status']})"
+        style = {"marker": "o", "markersize": 4 if best else 3, "linewidth": 2.4 if best else 1.2,
+                 "label": label}
         loss, acc = _as_float(run["train_loss"]), _as_float(run["val_acc"])
-        ax_loss.plot(_epochs(loss), loss, marker="o", markersize=3, label=label)
-        ax_acc.plot(_epochs(acc), acc, marker="o", markersize=3, label=label)
+        ax_loss.plot(_epochs(loss), loss, **style)
+        ax_acc.plot(_epochs(acc), acc, **style)
     ax_loss.set(xlabel="epoch", ylabel="training loss (epoch mean)", title="Training loss")
     ax_acc.set(xlabel="epoch", ylabel="dev accuracy", title="Dev accuracy")
     for ax in (ax_loss, ax_acc):
@@ -126,7 +131,7 @@ def draw_all(runs: list[dict], best_lr: float | None, out_dir, *, kernels: dict 
     out_dir = Path(out_dir)
     figures: dict[str, str] = {}
     if runs:
-        figures["sweep_curves"] = _save(sweep_curves(runs), out_dir, "sweep-curves", pdf)
+        figures["sweep_curves"] = _save(sweep_curves(runs, best_lr), out_dir, "sweep-curves", pdf)
     best = next((r for r in runs if r["lr"] == best_lr), None)
     if best is None:
         return figures
