@@ -17,7 +17,8 @@ def test_presets_keep_the_studys_values():
         == (100, 256, 100, 0.5)
     differs = {name: {k for k, v in PRESETS[name].to_dict().items() if v != HOMEWORK.to_dict()[k]}
                for name in ("fast", "smoke")}
-    assert differs == {"fast": {"preset", "image_size", "epochs", "seeds"},
+    # fast goes beyond the study, so it chooses its checkpoint on validation (the honest protocol)
+    assert differs == {"fast": {"preset", "image_size", "epochs", "seeds", "select"},
                        "smoke": {"preset", "epochs", "seeds", "image_size", "bootstrap", "meteor"}}
 
 
@@ -86,7 +87,8 @@ def test_help_lists_every_presets_value(capsys):
     with pytest.raises(SystemExit):
         _parse("--help")
     text = " ".join(capsys.readouterr().out.split())
-    assert "training epochs (homework 6; fast 4; smoke 1; best 6; best-fast 4; best-smoke 1)" in text
+    assert ("training epochs (homework 6; fast 4; smoke 1; best 6; best-fast 4; best-smoke 1; "
+            "rsicd 5; rsicd-fast 2; rsicd-best 5; rsicd-best-fast 2)") in text
     for flag in ("--runs", "--resume", "--fresh", "--no-meteor", "--threads", "--feature-layer"):
         assert flag in text
 
@@ -96,5 +98,20 @@ def test_help_says_unset_and_names_a_value_shared_by_every_preset(capsys):
         _parse("--help")
     text = " ".join(capsys.readouterr().out.split())
     assert "None" not in text
-    assert "(homework unset; fast 256; smoke 64; best unset; best-fast 256; best-smoke 64)" in text
+    assert ("(homework unset; fast 256; smoke 64; best unset; best-fast 256; best-smoke 64; "
+            "rsicd unset; rsicd-fast unset; rsicd-best unset; rsicd-best-fast unset)") in text
     assert "word embedding size (every preset: 100)" in text
+
+
+def test_rsicd_presets_adapt_only_the_scale_and_the_protocol():
+    from convattn.caption.presets import RSICD_OF
+    rsicd = PRESETS["rsicd"]
+    changed = {k for k, v in rsicd.to_dict().items() if v != HOMEWORK.to_dict()[k]}
+    assert changed == {"preset", "batch_size", "lr", "epochs", "seeds", "select", "jobs"}
+    assert rsicd.models == HOMEWORK.models and rsicd.select == "val_cider"
+    best = PRESETS["rsicd-best"]
+    assert best.models == ("attention",) and best.scst_epochs == 1 and best.rerank == 20
+    assert best.run_key() != rsicd.run_key()
+    for name in ("rsicd", "rsicd-best"):
+        assert PRESETS[name + "-fast"] == PRESETS[name].replace(preset=name + "-fast", epochs=2, seeds=2)
+    assert RSICD_OF["homework"] == RSICD_OF["fast"] == ("rsicd", "rsicd-best")
