@@ -67,6 +67,12 @@ def _command(data, out, *flags):
             "--preset", "smoke", "--device", "cpu", "--quiet", *flags, "--nproc", "2"]
 
 
+def _ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """`done`, or a failure that shows the end of what the command printed."""
+    assert done.returncode == 0, f"exit code {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    return done
+
+
 def _summary(out) -> dict:
     return json.loads((Path(out) / "summary.json").read_text())
 
@@ -83,7 +89,7 @@ def test_two_processes_train_what_one_does_at_the_same_global_batch(tmp_path, pr
                                                   models=("attention",)),
                          data, tmp_path / "one", device="cpu", quiet=True)
     env = {**os.environ, "CONVATTN_CACHE": str(tmp_path / "cache")}  # extracted afresh, by both ranks
-    subprocess.run(_command(data, tmp_path / "two", *flags), check=True, capture_output=True, env=env)
+    _ok(subprocess.run(_command(data, tmp_path / "two", *flags), capture_output=True, text=True, env=env))
     two = _summary(tmp_path / "two")
     # tolerance basis: two ranks sum each batch's loss and gradients in halves (another order
     # of the same float32 sums) for 2 epochs of a tiny set: rounding of ~1e-7 per step that
@@ -119,7 +125,7 @@ def test_killed_data_parallel_run_resumes_exactly(tiny_data, tmp_path):
     # the same run through torchrun itself and through --nproc
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                 "-m", "convattn", *_command(tiny_data, straight, *flags)[3:-2]]  # no --nproc under torchrun
-    subprocess.run(torchrun, check=True, capture_output=True)
+    _ok(subprocess.run(torchrun, capture_output=True, text=True))
 
     checkpoint = run_dir(killed, "blocks", "attention", 42) / "checkpoint.pt"
     launcher = subprocess.Popen(_command(tiny_data, killed, *flags), stdout=subprocess.DEVNULL,
@@ -134,7 +140,7 @@ def test_killed_data_parallel_run_resumes_exactly(tiny_data, tmp_path):
     assert state["status"] == "running" and 1 <= state["epoch"] < 3
     assert not (killed / "summary.json").exists()
 
-    resumed = subprocess.run(_command(tiny_data, killed, *flags), check=True, capture_output=True, text=True)
+    resumed = _ok(subprocess.run(_command(tiny_data, killed, *flags), capture_output=True, text=True))
     assert f"attention seed 42: resuming {checkpoint} after epoch {state['epoch']}" in resumed.stderr
     a, b = _summary(straight), _summary(killed)
     for key in ("train_loss", "val_bleu4", "test_bleu4", "test_bleu4_best", "best_epoch", "cider", "rouge_l"):

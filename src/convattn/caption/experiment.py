@@ -230,7 +230,8 @@ def summarise_model(results: list[dict]) -> dict:
                                  "best_epoch", "best_val_bleu4", "final_val_bleu4",
                                  "corpus_bleu", "cider", "rouge_l", "meteor", "seconds")}
     out["seed"] = first["seed"]
-    out["seeds"] = [{"seed": r["seed"], **_flat(r), "coco": r["coco"],
+    out["seeds"] = [{"seed": r["seed"], "best_epoch": r["best_epoch"], "selected_by": r.get("selected_by"),
+                     **_flat(r), "coco": r["coco"],
                      **{k: r[k] for k in EPOCHS},
                      **{k: r[k] for k in BORDER + SCST if k in r}} for r in results]
     for name in SCALARS:
