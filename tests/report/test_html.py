@@ -10,7 +10,7 @@ from PIL import Image
 
 from convattn.caption.plots import plot_attention
 from convattn.classify.plots import _save, sweep_curves
-from convattn.report.render import MAX_IMAGE_BYTES, markdown_to_html, mathml
+from convattn.report.html import MAX_IMAGE_BYTES, markdown_to_html, mathml
 
 
 def _embedded(html: str) -> list[tuple[str, bytes]]:

@@ -11,8 +11,9 @@ from PIL import Image
 from convattn.cli import main
 from convattn.common import io
 from convattn.common.errors import UserError
-from convattn.report import study
-from convattn.report.render import markdown_to_html, write_report
+from convattn.report import published, study
+from convattn.report.html import markdown_to_html
+from convattn.report.render import write_report
 from convattn.theory.answer import answer
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
@@ -128,9 +129,14 @@ def test_q3_has_the_coco_table_beside_published_results_and_the_border_mass(tmp_
     assert "| this study, with additive attention (Q3.1b) | efficientnet-lite0, mean ± std over seeds 42, 43 | " \
            "0.7712 ± 0.0100 | 0.6623 ± 0.0100 | 0.5834 ± 0.0100 | 0.5307 ± 0.0100 | — | 0.6789 ± 0.0100 | " \
            "1.235 ± 0.010 |" in md
-    for method, source, bleu4, cider in study.PUBLISHED_CAPTION:
-        assert f"| {method} ({source}) | other papers: other encoders, one run each | — | — | — | " \
-               f"{bleu4:.3f} | — | — | {cider:.2f} |" in md
+    # the published rows: those whose numbers a stored source confirms, each with its protocol
+    rows = published.scored(published.SYDNEY)
+    assert rows and all(r.bleu4 is not None or r.cider is not None for r in rows)
+    aware = next(r for r in rows if r.method.startswith("Aware-Transformer"))
+    assert f"| {aware.method} ({aware.year}) | {aware.split} split; checkpoint chosen on {aware.selection}; " \
+           f"runs: {aware.runs} | — | — | — | {aware.bleu4:.3f} | — | — | {aware.cider:.2f} |" in md
+    # numbers no stored source confirms stay out (docs/published.md)
+    assert "| 2.98 |" not in md and "MLSFF" not in md.split("Beside the published results")[1].split("###")[0]
     # no sentinel in this run's decoder: a dash, not a measured 0
     assert "| with additive attention (Q3.1b) | 0.640 ± 0.000 | 0.234 | 2.73x | — |" in md
     assert "| without attention (Q3.1a) | 0." not in md.split("Where the attention looks")[1]
@@ -309,10 +315,10 @@ def test_best_recipe_section(tmp_path, with_best):
            "0.6623 ± 0.0100 | 0.5834 ± 0.0100 | 0.5811 ± 0.0100 | — | 0.6789 ± 0.0100 | 2.988 ± 0.054 | " \
            "0.5811 ± 0.0123 | 1.12x |" in best
     assert "| best recipe, LSTM with additive attention |" in best
-    for method, source, bleu4, cider in study.PUBLISHED_CAPTION:
-        assert f"| {method} ({source}) | other papers: other encoders, one run each | — | — | — | " \
-               f"{bleu4:.3f} | — | — | {cider:.2f} | — | — |" in best
-    assert best.index("| best recipe, Transformer") < best.index(f"| {study.PUBLISHED_CAPTION[0][0]}")
+    for row in published.scored(published.SYDNEY):
+        assert f"| {row.method} ({row.year}) | {row.split} split; checkpoint chosen on {row.selection}; " \
+               f"runs: {row.runs} | — | — | — | {row.bleu4:.3f} | — | — | {row.cider:.2f} | — | — |" in best
+        assert best.index("| best recipe, Transformer") < best.index(f"| {row.method}")
     # the comparisons in words, on both metrics
     assert "- Transformer − LSTM with additive attention, CIDEr-D: **+0.2468**, 95% interval [+0.1012, +0.3913]. " \
            "The interval excludes 0: the Transformer scores higher." in best

@@ -186,3 +186,9 @@ RSICD = (
         runs="one (seed 1)", encoder="pre-extracted ResNet-152 grid + CLIP ViT-B/32, frozen",
         evidence=f"{MG}data/dataset.py#L364-L370, {MG}train.py#L400-L401; {NO_TABLE}"),
 )
+
+
+def scored(rows: tuple[PublishedResult, ...]) -> list[PublishedResult]:
+    """The rows with a BLEU-4 or CIDEr that a stored source gives: the ones a score table can
+    set beside ours."""
+    return [r for r in rows if r.bleu4 is not None or r.cider is not None]

@@ -26,17 +26,6 @@ OTHER_CAPTION = [
     ("official solution", 0.5126, 0.522),
     ("another group", 0.5150, 0.5349),
 ]
-# Published Sydney-Captions results, for Question 3's coco-caption table: other papers,
-# other encoders, one run each. BLEU-4 and CIDEr as the papers report them (coco-caption
-# metrics, CIDEr on the x1 scale).
-PUBLISHED_CAPTION = [
-    # method, source, BLEU-4, CIDEr
-    ("SAA, LSTM + attention", "Lu et al., IEEE TGRS 2020", 0.454, 1.71),
-    ("post-processing", "Hoxha et al., 2023", 0.572, 2.56),
-    ("RSGPT, fine-tuned multimodal LLM", "2023", 0.622, 2.73),
-    ("JTTS", "IEEE TGRS 2022", 0.650, 2.80),
-    ("MLSFF, best published CIDEr", "2022", 0.667, 2.98),
-]
 OTHER_GROUP_CAPTIONS = {
     "219": "a residential area with houses arranged neatly and some roads go through this area",
     "357": "a curved river with some green waters and a highway passed by",
