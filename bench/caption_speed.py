@@ -48,7 +48,8 @@ from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttent
 from convattn.caption.encoders import EncoderSpec, build_encoder, load_image
 from convattn.caption.experiment import run
 from convattn.caption.features import EXTRACT_BATCH, region_features
-from convattn.caption.loop import caption_split, train_one_epoch
+from convattn.caption.inference import caption_split
+from convattn.caption.loop import train_one_epoch
 from convattn.caption.presets import HOMEWORK
 from convattn.common.runtime import choose_device
 from convattn.data.captions import END_ID, PAD_ID, START_ID, load_dataset

@@ -18,6 +18,11 @@ def make(cls, seed=0):
 DECODERS = [DecoderWithoutAttention, DecoderWithAttention, TransformerDecoder]
 
 
+def best(hyps_per_image):
+    """beam_search's answer per image: the first hypothesis' ids, as a list."""
+    return [hyps[0]["ids"].tolist() for hyps in hyps_per_image]
+
+
 def sequences(ids):
     """Rows as lists, cut after <end>."""
     out = []
@@ -35,11 +40,13 @@ def test_beam_one_is_greedy(cls, seed):
         dec.fc.bias[END_ID] += 1.0
     feats = torch.randn(B, R, C, generator=torch.Generator().manual_seed(seed))
     g_ids, g_alpha = greedy(dec, feats, max_steps=9)
-    b_ids, b_alpha = beam_search(dec, feats, max_steps=9, beam=1)
-    assert sequences(g_ids) == sequences(b_ids)
-    if g_alpha is not None:
-        for b, seq in enumerate(sequences(g_ids)):
-            torch.testing.assert_close(g_alpha[b, :len(seq)], b_alpha[b, :len(seq)])
+    hyps = beam_search(dec, feats, max_steps=9, beam=1)
+    assert sequences(g_ids) == best(hyps)
+    for b, seq in enumerate(sequences(g_ids)):
+        if g_alpha is None:
+            assert hyps[b][0]["alphas"] is None
+        else:
+            torch.testing.assert_close(g_alpha[b, :len(seq)], hyps[b][0]["alphas"])
 
 
 @pytest.mark.parametrize("cls", DECODERS)
@@ -55,9 +62,12 @@ def test_beam_never_fails_when_no_beam_ends():
     dec = make(DecoderWithAttention)
     with torch.no_grad():
         dec.fc.bias[END_ID] = -1e4  # <end> is never among the candidates
-    ids, alphas = beam_search(dec, torch.randn(B, R, C), max_steps=6, beam=3)
-    assert ids.shape == (B, 6) and (ids != END_ID).all() and (ids != PAD_ID).all()
-    assert alphas.shape == (B, 6, R)
+    hyps = beam_search(dec, torch.randn(B, R, C), max_steps=6, beam=3)
+    for image in hyps:
+        assert len(image) == 3 and not any(h["ended"] for h in image)
+        ids, alphas = image[0]["ids"], image[0]["alphas"]
+        assert ids.shape == (6,) and (ids != END_ID).all() and (ids != PAD_ID).all()
+        assert alphas.shape == (6, R)
 
 
 def test_beam_search_prefers_the_higher_scoring_caption():
@@ -81,9 +91,9 @@ def test_beam_search_prefers_the_higher_scoring_caption():
     dec.step = step
     feats = torch.randn(2, R, C)
     g, _ = greedy(dec, feats, max_steps=5)
-    b, _ = beam_search(dec, feats, max_steps=5, beam=2)
+    b = best(beam_search(dec, feats, max_steps=5, beam=2))
     assert sequences(g)[0] == [4, 6, END_ID]
-    assert sequences(b)[0] == [5, END_ID]
+    assert b[0] == [5, END_ID]
 
 
 def test_reorder_state_indexes_every_tensor():
@@ -97,13 +107,11 @@ def test_reorder_state_indexes_every_tensor():
 def test_transformer_beam_search_keeps_each_hypothesis_cache():
     """Beam search reorders the key/value caches with the hypotheses: every returned caption,
     scored again by teacher forcing, has the log probability the search gave it."""
-    from convattn.caption.decode import beam_search_all
-
     dec = make(TransformerDecoder)
     with torch.no_grad():
         dec.fc.bias[END_ID] += 1.0  # some end early; without reordering the caches this fails
     feats = torch.randn(4, R, C, generator=torch.Generator().manual_seed(3))
-    for b, hyps in enumerate(beam_search_all(dec, feats, max_steps=7, beam=3)):
+    for b, hyps in enumerate(beam_search(dec, feats, max_steps=7, beam=3)):
         for hyp in hyps:
             caption = torch.cat([torch.tensor([1]), hyp["ids"]])[None]        # <start> + ids
             with torch.no_grad():

@@ -8,7 +8,8 @@ from PIL import Image
 
 from convattn.caption import features
 from convattn.caption.encoders import EncoderSpec, build_encoder, load_image
-from convattn.caption.features import image_features, region_features
+from convattn.caption.features import region_features
+from convattn.caption.inference import image_features
 from convattn.common.errors import UserError
 from convattn.data.captions import load_dataset
 

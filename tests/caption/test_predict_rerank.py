@@ -13,7 +13,7 @@ from convattn.caption.checkpoint import load_decoder, max_steps, stored_reranker
 from convattn.caption.data import Data
 from convattn.caption.encoders import EncoderSpec
 from convattn.caption.features import region_features
-from convattn.caption.loop import caption_split
+from convattn.caption.inference import caption_split
 from convattn.caption.presets import PRESETS
 from convattn.caption.rerank import ConsensusReranker, reranker_for
 from convattn.cli import main

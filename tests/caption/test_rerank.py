@@ -7,12 +7,12 @@ import torch
 
 from convattn.caption import run
 from convattn.caption.data import Data
-from convattn.caption.decode import beam_search_all
+from convattn.caption.decode import beam_search
 from convattn.caption.decoders import build_decoder
 from convattn.caption.encoders import EncoderSpec
-from convattn.caption.loop import caption_split
+from convattn.caption.inference import caption_split
 from convattn.caption.presets import PRESETS
-from convattn.caption.rerank import ConsensusReranker, reranker_for
+from convattn.caption.rerank import ConsensusReranker, pick, reranker_for
 from convattn.common.errors import UserError
 from convattn.data.captions import load_dataset
 
@@ -42,10 +42,13 @@ def test_the_candidate_the_neighbours_agree_with_wins(tiny):
     own = image.captions[0]
     other = next(c for im in train for c in im.captions if im is not image and c != own)
     # the image's own reference beats another image's caption and nonsense, wherever it stands
-    assert reranker.choose(features, [[other, ["zzz"], own]]) == [2]
-    assert reranker.choose(features, [[own, other]]) == [0]
+    def choose(candidates):
+        return [pick(s) for s in reranker.scores(features, [candidates])]
+
+    assert choose([other, ["zzz"], own]) == [2]
+    assert choose([own, other]) == [0]
     # a tie keeps the beam's order
-    assert reranker.choose(features, [[["zzz"], ["yyy"]]]) == [0]
+    assert choose([["zzz"], ["yyy"]]) == [0]
 
 
 def test_reranked_captions_are_beam_hypotheses(tiny):
@@ -55,7 +58,7 @@ def test_reranked_captions_are_beam_hypotheses(tiny):
     assert reranker_for(tiny, 2) is reranker and reranker_for(tiny, 0) is None
     words, alphas = caption_split(decoder, tiny, "test", tiny.max_len, beam=3, with_alphas=True,
                                   reranker=reranker)
-    hyps = beam_search_all(decoder, tiny.image_features(tiny.splits["test"]), tiny.max_len, 3, tiny.grid)
+    hyps = beam_search(decoder, tiny.image_features(tiny.splits["test"]), tiny.max_len, 3, tiny.grid)
     for w, a, image in zip(words, alphas, hyps):
         options = [tiny.vocab.decode(h["ids"].tolist()) for h in image]
         assert w in options
@@ -76,3 +79,32 @@ def test_rerank_needs_a_beam():
     with pytest.raises(UserError, match="--rerank"):
         SMALL.replace(rerank=-1, beam=3)
     assert PRESETS["homework"].rerank == 0
+
+
+def test_caption_features_answers_with_typed_hypotheses(tiny):
+    """inference.caption_features, the path of runs, predict and serve: greedy gives one
+    hypothesis; beam search the beam's, best first; a reranker chooses the one with the
+    highest consensus and records each one's mean CIDEr-D against the neighbours."""
+    from convattn.caption.decode import greedy
+    from convattn.caption.inference import caption_features
+    from convattn.data.captions import END_ID
+
+    torch.manual_seed(0)
+    decoder = build_decoder("attention", len(tiny.vocab), tiny.feature_dim, SMALL, tiny.grid).eval()
+    features = tiny.image_features(tiny.splits["test"])
+    ids, _ = greedy(decoder, features, tiny.max_len, tiny.grid)
+    for row, c in zip(ids.tolist(), caption_features(decoder, features, tiny.max_len, 1, tiny.grid, tiny.vocab)):
+        [h] = c.hypotheses
+        assert c.best is h and h.ids == (row[:row.index(END_ID) + 1] if END_ID in row else row)
+        assert h.ended == (END_ID in row) and h.alphas.shape == (len(h.ids), features.shape[1])
+    plain = caption_features(decoder, features, tiny.max_len, 3, tiny.grid, tiny.vocab)
+    reranker = reranker_for(tiny, 2)
+    reranked = caption_features(decoder, features, tiny.max_len, 3, tiny.grid, tiny.vocab, reranker)
+    for i, (p, r) in enumerate(zip(plain, reranked)):
+        assert p.chosen == 0 and all(h.consensus is None for h in p.hypotheses)
+        assert [h.ids for h in p.hypotheses] == [h.ids for h in r.hypotheses]
+        consensus = [h.consensus for h in r.hypotheses]
+        assert r.chosen == pick(consensus)
+        words = [tiny.vocab.decode(h.ids) for h in r.hypotheses]
+        [summed] = reranker.scores(features[i:i + 1], [words])
+        assert consensus == pytest.approx([s / 2 for s in summed], rel=1e-12)

@@ -15,14 +15,14 @@ from fastapi.testclient import TestClient
 from nltk.translate.bleu_score import sentence_bleu
 from PIL import Image
 
-from convattn.caption.decode import decode
+from convattn.caption.decode import greedy
 from convattn.caption.encoders import load_image
 from convattn.caption.features import cache_precision
 from convattn.data.captions import SPECIALS, Vocabulary
 from convattn.serve import app as app_module
 from convattn.serve.app import create_app
 from convattn.serve.catalog import given_models, report_models
-from convattn.serve.models import ModelStore, generated_tokens
+from convattn.serve.models import ModelStore
 from convattn.serve.uploads import MAX_BYTES
 
 STATIC = Path(app_module.__file__).parent / "static"
@@ -103,7 +103,7 @@ def test_caption_is_the_models_own_caption_of_the_file(client, served, tmp_path)
         with torch.inference_mode():
             f = model.encoder(load_image(path, model.spec.image_size)[None])
             features = cache_precision(f.flatten(2).transpose(1, 2)).float()  # as the server rounds them
-            ids, _ = decode(model.decoder, features, model.steps, beam=1)
+            ids, _ = greedy(model.decoder, features, model.steps)
         expected = " ".join(model.vocab.decode(ids[0].tolist()))
         assert post(client, path.read_bytes(), model=m["id"]).json()["caption"] == expected, kind
 
@@ -243,9 +243,9 @@ def test_without_a_report(served):
 def test_one_token_per_attention_map():
     vocab = Vocabulary(list(SPECIALS) + ["a", "river"])
     # <unk> (3) stays so the maps line up; the caption BLEU sees drops it
-    assert generated_tokens(vocab, [4, 3, 5, 2, 0, 0]) == ["a", "<unk>", "river", "<end>"]
+    assert vocab.tokens([4, 3, 5, 2, 0, 0]) == ["a", "<unk>", "river", "<end>"]
     assert vocab.decode([4, 3, 5, 2, 0, 0]) == ["a", "river"]
-    assert generated_tokens(vocab, [4, 5, 4]) == ["a", "river", "a"]  # never ended
+    assert vocab.tokens([4, 5, 4]) == ["a", "river", "a"]  # never ended
 
 
 def test_every_decoder_of_the_run_is_offered_best_validation_first(report_dir, tmp_path):

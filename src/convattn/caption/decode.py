@@ -1,10 +1,7 @@
-"""Free-running decoding, batched over images: greedy (default) and beam search.
-
-Both return token ids [B, S] (each row: words, <end>, then <pad>; no <start>) and, for a
-decoder with attention, the attention weights [B, S, R] of every generated token. Both run
-one step for the whole batch at a time: 22 steps decode all 58 validation images at once
-instead of 58 x 22 single-image steps. `beam_search_all` runs the same search and returns
-every image's top hypotheses with their scores (what `convattn serve` shows).
+"""Free-running decoding, batched over images: greedy, beam search, and sampling (for
+self-critical training). Each runs one step for the whole batch at a time: 22 steps decode
+all 58 validation images at once instead of 58 x 22 single-image steps. caption/inference.py
+is the one caller that turns their output into captions.
 """
 
 from __future__ import annotations
@@ -51,7 +48,7 @@ def reorder_state(state, index: torch.Tensor):
 
 @torch.no_grad()
 def _search(decoder, features: torch.Tensor, max_steps: int, beam: int, grid=None):
-    """The beam search loop shared by beam_search and beam_search_all.
+    """The beam search loop.
 
     -> ended (per image, a list of (length-normalised score, ids [S_i], alphas [S_i, R] or
     None)), scores [B, K] of the live hypotheses (-inf where none), their ids [B*K, S] and
@@ -100,40 +97,17 @@ def _search(decoder, features: torch.Tensor, max_steps: int, beam: int, grid=Non
 
 
 @torch.no_grad()
-def beam_search(decoder, features: torch.Tensor, max_steps: int, beam: int = 3, grid=None):
-    """Batched beam search. features [B, R, C] -> ids [B, S], alphas [B, S, R] or None.
+def beam_search(decoder, features: torch.Tensor, max_steps: int, beam: int = 3,
+                grid=None) -> list[list[dict]]:
+    """Batched beam search. features [B, R, C] -> for each image, up to `beam` hypotheses,
+    best first: dicts {score, ids [S_i] (words then <end>), alphas [S_i, R] or None, ended}.
 
     Each image keeps `beam` live hypotheses; one that emits <end> is set aside and the
     image's live beam shrinks by one, until `beam` hypotheses have ended or max_steps is
-    reached. The answer is the ended hypothesis with the best length-normalised log
-    probability (sum of log p / number of tokens incl. <end>); an image where none ended
-    gets its best live hypothesis by the same measure, so the search never fails. With
-    beam=1 this is exactly greedy decoding.
-    """
-    ended, scores, seqs, hist = _search(decoder, features, max_steps, beam, grid)
-    B, K, device = features.shape[0], beam, features.device
-    ids = torch.full((B, seqs.shape[1]), PAD_ID, dtype=torch.long, device=device)
-    out_alpha = None if hist is None else torch.zeros((B, seqs.shape[1], hist.shape[2]), device=device)
-    for b in range(B):
-        if ended[b]:
-            _, seq, a = max(ended[b], key=lambda item: item[0])
-        else:  # nothing ended within max_steps: best live hypothesis, same normalisation
-            k = int(scores[b].argmax())
-            seq, a = seqs[b * K + k], (None if hist is None else hist[b * K + k])
-        ids[b, :len(seq)] = seq
-        if a is not None:
-            out_alpha[b, :len(seq)] = a
-    return ids, out_alpha
-
-
-@torch.no_grad()
-def beam_search_all(decoder, features: torch.Tensor, max_steps: int, beam: int = 3,
-                    grid=None) -> list[list[dict]]:
-    """The same search as beam_search, keeping every finished hypothesis: for each image,
-    up to `beam` dicts {score, ids [S_i] (words then <end>), alphas [S_i, R] or None,
-    ended}, best first. score is the length-normalised log probability beam_search ranks
-    by. Ended hypotheses come first; live ones (cut at max_steps) fill the list only when
-    fewer than `beam` ended, so the first entry is always beam_search's answer."""
+    reached. score is the length-normalised log probability (sum of log p / number of
+    tokens incl. <end>). Ended hypotheses come first, best score first; live ones (cut at
+    max_steps) fill the list only when fewer than `beam` ended, so the search never fails.
+    With beam=1 the first hypothesis is exactly greedy decoding's caption."""
     ended, scores, seqs, hist = _search(decoder, features, max_steps, beam, grid)
     out = []
     for b in range(features.shape[0]):
@@ -146,13 +120,6 @@ def beam_search_all(decoder, features: torch.Tensor, max_steps: int, beam: int =
                          "alphas": None if hist is None else hist[row], "ended": False})
         out.append(hyps[:beam])
     return out
-
-
-def decode(decoder, features: torch.Tensor, max_steps: int, beam: int = 1, grid=None):
-    """Greedy for beam <= 1, beam search otherwise."""
-    if beam <= 1:
-        return greedy(decoder, features, max_steps, grid)
-    return beam_search(decoder, features, max_steps, beam, grid)
 
 
 def sample(decoder, features: torch.Tensor, max_steps: int, k: int = 1):

@@ -26,7 +26,7 @@ from convattn.caption.compare import compare, compare_pairs
 from convattn.caption.data import Data
 from convattn.caption.encoders import ENCODER_LAYERS, EncoderSpec, check_spec, load_image
 from convattn.caption.features import region_features
-from convattn.caption.loop import caption_images
+from convattn.caption.inference import caption_images
 from convattn.caption.presets import STUDY_SHOWN, CaptionConfig
 from convattn.caption.rerank import reranker_for
 from convattn.caption.run import train_run

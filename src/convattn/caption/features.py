@@ -13,7 +13,7 @@ any of them and the key, hence the folder, changes. Both files are written atomi
 
 A run's decoders are trained, and its val/test captions decoded, on these float16 features:
 `caption predict` and `convattn serve` encode an image as the extraction does (`channels_last`)
-and round its features the same way (`cache_precision`), so a prediction for an image of the
+and round its features the same way (`cache_precision`; inference.encode_image), so a prediction for an image of the
 dataset is fed the run's own features and gives the run's own caption.
 """
 
@@ -190,26 +190,3 @@ def extract_shared(encoder, dataset: CaptionDataset, spec: EncoderSpec, device, 
         with io.atomic_path(array_path) as tmp, open(tmp, "wb") as f:
             np.save(f, np.concatenate([p for _, ps in shares for p in ps]), allow_pickle=False)
     return grid
-
-
-def encode_image(encoder, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-    """One image [1, 3, H, W] on the encoder's device (a `channels_last` encoder) -> (its
-    region features [1, R, C], float32 rounded as the cache rounds them, contiguous; its grid
-    (H', W')): what predict and serve feed a decoder."""
-    f = encoder(x.contiguous(memory_format=torch.channels_last))              # [1, C, H', W']
-    return cache_precision(f.flatten(2).transpose(1, 2)).float().contiguous(), tuple(f.shape[2:])
-
-
-def image_features(paths: list, spec: EncoderSpec, device: torch.device, encoder=None):
-    """Features for loose image files (caption predict): a list of [R, C] float32 tensors
-    and a list of grids; each image is encoded alone, at its own size unless spec.image_size.
-    Encoded and rounded as the cache's extraction does, so an image of a run's dataset gets
-    the features the run's captions were decoded from (on the device the cache was made on)."""
-    encoder = channels_last(encoder if encoder is not None else build_encoder(spec).to(device))
-    feats, grids = [], []
-    with torch.inference_mode():
-        for path in paths:
-            f, grid = encode_image(encoder, load_image(path, spec.image_size)[None].to(device))
-            feats.append(f[0])                                                 # [R, C]
-            grids.append(grid)
-    return feats, grids

@@ -1,9 +1,8 @@
-"""The training loop and free-running captioning of a split (the study's protocol).
+"""The training loop (the study's protocol); captions are decoded by inference.py.
 
 Training is teacher forcing with cross-entropy over non-<pad> targets, Adam, and every
 gradient entry clamped to +-grad_clip. With `attention_reg` > 0 the loss adds Show-Attend-
-Tell's doubly stochastic regularisation (see `attention_penalty`). Captions for validation and test are decoded free
-running (greedy or beam), batched over images, never teacher forced.
+Tell's doubly stochastic regularisation (see `attention_penalty`).
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from convattn.caption.data import Data
-from convattn.caption.decode import beam_search_all, decode
 from convattn.common import distributed
 from convattn.common.progress import progress
-from convattn.data.captions import END_ID, PAD_ID, CaptionImage
+from convattn.data.captions import PAD_ID
 
 
 def train_one_epoch(decoder, optimizer, data: Data, config, epoch: int, seed: int,
@@ -81,57 +79,3 @@ def attention_penalty(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     region to receive about one word's worth of attention over the caption."""
     received = (alphas * mask[:, :, None]).sum(dim=1)   # [B, R]
     return ((1.0 - received) ** 2).mean()
-
-
-def decode_features(decoder, features: torch.Tensor, max_steps: int, beam: int, grid, vocab,
-                    reranker=None) -> tuple[list[list[int]], list]:
-    """Token ids (per image a list: words, then <end> when generated) and attention weights
-    ([S, R] tensors, or None) of region features [B, R, C] on a (H', W') grid, decoded as
-    one batch: greedy or beam search; with a `reranker` (rerank.ConsensusReranker) the
-    beam's hypotheses are decoded and the reranker picks each image's (their words from
-    `vocab`). A run's splits (decode_images) and predict's image files decode through it."""
-    if reranker is None:
-        ids, alphas = decode(decoder, features, max_steps, beam, grid)
-        rows = [row[:row.index(END_ID) + 1] if END_ID in row else row for row in ids.tolist()]
-        return rows, [None if alphas is None else alphas[i, :len(row)] for i, row in enumerate(rows)]
-    hyps = beam_search_all(decoder, features, max_steps, beam, grid)
-    candidates = [[h["ids"].tolist() for h in image] for image in hyps]
-    picks = reranker.choose(features, [[vocab.decode(ids) for ids in image] for image in candidates])
-    return ([candidates[i][k] for i, k in enumerate(picks)],
-            [hyps[i][k]["alphas"] for i, k in enumerate(picks)])
-
-
-def decode_images(decoder, data: Data, images: list[CaptionImage], max_steps: int, beam: int = 1,
-                  reranker=None) -> tuple[list[list[int]], list]:
-    """`decode_features` for images of the run's dataset, from its cached features."""
-    return decode_features(decoder, data.image_features(images), max_steps, beam, data.grid,
-                           data.vocab, reranker)
-
-
-def caption_split(decoder, data: Data, split: str, max_steps: int, beam: int = 1,
-                  batch_size: int = 256, with_alphas: bool = False, reranker=None):
-    """Free-running captions (word lists) for every image of a split, decoded in batches
-    (`decode_images`). with_alphas: -> (captions, per image the attention [S, R] of its
-    S = words + 1 generated tokens, <end> included; None without attention)."""
-    images = data.splits[split]
-    words, weights = [], []
-    for lo in range(0, len(images), batch_size):
-        ids, alphas = decode_images(decoder, data, images[lo:lo + batch_size], max_steps, beam, reranker)
-        words += [data.vocab.decode(row) for row in ids]
-        weights += [None if a is None else a.cpu().numpy() for a in alphas]
-    return (words, weights) if with_alphas else words
-
-
-def caption_images(decoder, data: Data, images: list[CaptionImage], max_steps: int,
-                   beam: int = 1, reranker=None) -> list[tuple[list[str], list[str], np.ndarray | None]]:
-    """Each image's caption (word list), its S generated tokens (Vocabulary.tokens: <unk>
-    kept, <end> when it was generated) and, for an attention decoder, their attention
-    weights [S, R]; else None."""
-    if not images:
-        return []
-    ids, alphas = decode_images(decoder, data, images, max_steps, beam, reranker)
-    out = []
-    for row, a in zip(ids, alphas):
-        tokens = data.vocab.tokens(row)
-        out.append((data.vocab.decode(row), tokens, None if a is None else a[:len(tokens)].cpu().numpy()))
-    return out

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps, stored_reranker
 from convattn.caption.encoders import build_encoder, load_image
-from convattn.caption.features import image_features
-from convattn.caption.loop import decode_features
+from convattn.caption.inference import caption_features, image_features
 from convattn.caption.plots import plot_attention
 from convattn.caption.rerank import ConsensusReranker, decoding_label
 from convattn.common.errors import UserError
@@ -53,7 +52,8 @@ def predict(model_path, images: list, device, beam: int | None = None, attention
     out = []
     for path in images:
         [features], [grid] = image_features([path], spec, device, encoder)
-        [ids], [alphas] = decode_features(decoder, features[None], steps, beam, grid, vocab, reranker)
+        [captioned] = caption_features(decoder, features[None], steps, beam, grid, vocab, reranker)
+        ids, alphas = captioned.best.ids, captioned.best.alphas
         out.append((str(path), " ".join(vocab.decode(ids))))
         if attention_maps is not None and alphas is not None:
             shown = vocab.tokens(ids)  # one per attention row (<unk>, <end> kept)

@@ -4,7 +4,7 @@ Captioning", 2015; Mao et al., m-RNN, 2015).
 
     reranker = ConsensusReranker.from_data(data, neighbours=20)   # a run's (reranker_for)
     reranker = ConsensusReranker.from_block(ckpt["rerank"])       # a model.pt's (predict, serve)
-    picks = reranker.choose(features, candidates)   # per image, the index of the chosen candidate
+    scores = reranker.scores(features, candidates)  # per image, each candidate's summed CIDEr-D
 
 For an image, its k nearest training images are those whose mean region feature (the
 frozen encoder's, L2-normalised) has the highest cosine similarity with its own; each
@@ -16,7 +16,7 @@ captions are read: the test references never enter the choice.
 A run trained with --rerank N stores what this needs in its model.pt (`block`: N, the
 training images' global features and references, nothing of val or test), so `caption
 predict` and `convattn serve` rerank an image of one's own as the run reranked its test
-images, through the same `choose`.
+images, through the same `scores` and `pick` (inference.caption_features).
 
 Why: remote-sensing captions are written to a few templates per scene type, so the captions
 of visually similar training scenes say which of the decoder's near-equal hypotheses uses
@@ -95,11 +95,6 @@ class ConsensusReranker:
         return [[sum(self.cider.score_vector(j, vector) for j in near)
                  for vector in map(self.cider.vector, hyps)]
                 for near, hyps in zip(self.nearest(features), candidates)]
-
-    def choose(self, features: torch.Tensor, candidates: list[list[list[str]]]) -> list[int]:
-        """-> per image the index of the hypothesis with the highest mean CIDEr-D against its
-        neighbours' references (`scores`, then `pick`)."""
-        return [pick(s) for s in self.scores(features, candidates)]
 
 
 def decoding_label(beam: int, reranker: ConsensusReranker | None = None) -> str:

@@ -30,7 +30,8 @@ from convattn.caption.checkpoint import add_reranker, model_checkpoint
 from convattn.caption.data import Data
 from convattn.caption.decoders import build_decoder
 from convattn.caption.encoders import EncoderSpec
-from convattn.caption.loop import caption_split, train_one_epoch
+from convattn.caption.inference import caption_split
+from convattn.caption.loop import train_one_epoch
 from convattn.caption.presets import CaptionConfig
 from convattn.caption.rerank import reranker_for
 from convattn.common import distributed, io, runs

@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps, stored_reranker
-from convattn.caption.decode import beam_search_all, greedy
 from convattn.caption.encoders import EncoderSpec, build_encoder
-from convattn.caption.features import channels_last, encode_image
-from convattn.caption.rerank import ConsensusReranker, decoding_label, pick
-from convattn.data.captions import END_ID, Vocabulary
+from convattn.caption.features import channels_last
+from convattn.caption.inference import Captioned, caption_features, encode_image
+from convattn.caption.rerank import ConsensusReranker, decoding_label
+from convattn.data.captions import Vocabulary
 # given_models is re-exported: `caption predict`'s tests build stores with it
 from convattn.serve.catalog import NAMES, ModelEntry, Validation, given_models  # noqa: F401
 from convattn.serve.novelty import Calibration, NoveltyCheck
@@ -156,21 +156,16 @@ class ModelStore:
             features, grid = encode_image(model.encoder, x[None].to(self.device))  # [1, R, C]
             novelty = model.novelty.check(features)
             clock["encoded"] = self.clock()
-            if beam <= 1:
-                ids, alphas = greedy(model.decoder, features, model.steps, grid)
-                hyps = [{"ids": ids[0], "alphas": None if alphas is None else alphas[0]}]
-            else:
-                hyps = beam_search_all(model.decoder, features, model.steps, beam, grid)[0]
-            clock["decoded"] = self.clock()
-            chosen, consensus = rerank(model, features, hyps, beam)
-            clock["reranked"] = time.perf_counter()
+            [captioned] = caption_features(model.decoder, features, model.steps, beam, grid, model.vocab,
+                                           model.reranker)
+            clock["decoded"] = self.clock()  # reranking included
         return {
             "model": model.id, "label": model.label, "dataset": model.dataset,
             "decoding": model.decoding(beam),
-            **best_caption(model.vocab, hyps[chosen], grid),
-            "beams": [{"caption": " ".join(model.vocab.decode(h["ids"].tolist())),
-                       "score": h["score"], "ended": h["ended"], "consensus": c, "chosen": i == chosen}
-                      for i, (h, c) in enumerate(zip(hyps, consensus))] if beam > 1 else [],
+            **best_caption(model.vocab, captioned, grid),
+            "beams": [{"caption": " ".join(model.vocab.decode(h.ids)), "score": h.score, "ended": h.ended,
+                       "consensus": h.consensus, "chosen": i == captioned.chosen}
+                      for i, h in enumerate(captioned.hypotheses)] if beam > 1 else [],
             "novelty": novelty.to_dict(),
             "image": {"width": image.width, "height": image.height,
                       "model_input": [int(x.shape[2]), int(x.shape[1])]},
@@ -178,42 +173,21 @@ class ModelStore:
         }
 
 
-def rerank(model: CaptionModel, features: torch.Tensor, hyps: list[dict], beam: int) -> tuple[int, list]:
-    """-> (the chosen hypothesis' index, each one's mean consensus CIDEr-D or None): the
-    reranker's choice for a beam search of a model that carries one, else the first."""
-    if model.reranker is None or beam <= 1:
-        return 0, [None] * len(hyps)
-    # pure Python CIDEr-D, a few ms per beam
-    [consensus] = model.reranker.scores(features, [[model.vocab.decode(h["ids"].tolist()) for h in hyps]])
-    return pick(consensus), [s / model.reranker.neighbours for s in consensus]
-
-
-def best_caption(vocab: Vocabulary, best: dict, grid) -> dict:
+def best_caption(vocab: Vocabulary, captioned: Captioned, grid) -> dict:
     """The chosen hypothesis -> its caption, its tokens (one per attention map) and, for an
     attention decoder, the maps."""
-    shown = generated_tokens(vocab, best["ids"].tolist())
+    best = captioned.best
+    shown = vocab.tokens(best.ids)  # <unk> and <end> kept: the i-th token is the i-th map's
     attention = None
-    if best["alphas"] is not None:
-        weights = best["alphas"][:len(shown)].float().cpu()                 # [len(shown), R]
+    if best.alphas is not None:
+        weights = best.alphas[:len(shown)].float().cpu()                    # [len(shown), R]
         attention = {"grid": list(grid), "weights": weights.round(decimals=5).tolist(),
                      "uniform": 1.0 / weights.shape[1]}
-    return {"caption": " ".join(vocab.decode(best["ids"].tolist())), "words": shown, "attention": attention}
+    return {"caption": " ".join(vocab.decode(best.ids)), "words": shown, "attention": attention}
 
 
 def timings(clock: dict) -> dict:
     """The caption's stages in seconds, from the perf_counter readings between them."""
-    return {"total": clock["reranked"] - clock["start"], "preprocessing": clock["prepared"] - clock["start"],
+    return {"total": clock["decoded"] - clock["start"], "preprocessing": clock["prepared"] - clock["start"],
             "waiting": clock["waited"] - clock["prepared"], "features": clock["encoded"] - clock["waited"],
-            "decoding": clock["decoded"] - clock["encoded"], "reranking": clock["reranked"] - clock["decoded"]}
-
-
-def generated_tokens(vocab: Vocabulary, ids: list[int]) -> list[str]:
-    """Every token the decoder produced, up to and including <end> if it came: one per
-    attention map. Unlike Vocabulary.decode (the caption BLEU sees), specials such as
-    <unk> stay, so the i-th token is the one the i-th map was computed for."""
-    out = []
-    for i in ids:
-        out.append(vocab.words[i])
-        if i == END_ID:
-            break
-    return out
+            "decoding": clock["decoded"] - clock["encoded"]}
