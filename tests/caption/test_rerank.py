@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from convattn.caption import run
+from convattn.caption.checkpoint import load_decoder
 from convattn.caption.data import Data
 from convattn.caption.decode import beam_search
 from convattn.caption.decoders import build_decoder
@@ -68,7 +69,8 @@ def test_reranked_captions_are_beam_hypotheses(tiny):
 def test_a_run_scores_its_reranked_captions(tiny, tmp_path):
     config = SMALL.replace(epochs=1, beam=3, rerank=2)
     spec = EncoderSpec("efficientnet-lite0", "blocks", 64, None)
-    result, decoder = run.train_run("attention", 42, tiny, config, spec, tmp_path, torch.device("cpu"), quiet=True)
+    result = run.train_run("attention", 42, tiny, config, spec, tmp_path, torch.device("cpu"), quiet=True)
+    decoder, _ = load_decoder(run.run_dir(tmp_path, "blocks", "attention", 42) / "model.pt", "cpu")
     expected = caption_split(decoder, tiny, "test", tiny.max_len, 3, reranker=reranker_for(tiny, 2))
     assert [result["captions"][im.name] for im in tiny.splits["test"]] == [" ".join(w) for w in expected]
 

@@ -179,7 +179,7 @@ def _train_run(tiny, config, out):
 @pytest.mark.parametrize("stop_epoch", [2, 3])  # at the first SCST epoch, and after it
 def test_a_run_stopped_in_either_stage_resumes_to_the_same_numbers(tiny, tmp_path, monkeypatch, stop_epoch):
     config = SMALL.replace(epochs=2, scst_epochs=2, scst_batch_size=8, scst_samples=3)
-    straight, _ = _train_run(tiny, config, tmp_path / "straight")
+    straight = _train_run(tiny, config, tmp_path / "straight")
     assert len(straight["val_bleu4"]) == 4 and len(straight["scst_reward"]) == 2
     assert len(straight["val_cider"]) == 4 and len(straight["train_loss"]) == 2
 
@@ -191,7 +191,7 @@ def test_a_run_stopped_in_either_stage_resumes_to_the_same_numbers(tiny, tmp_pat
                        weights_only=True)
     assert state["status"] == "running" and state["epoch"] == stop_epoch
     torch.manual_seed(1234)  # whatever the random state now, the resumed run restores its own
-    resumed, _ = _train_run(tiny, config, tmp_path / "stopped")
+    resumed = _train_run(tiny, config, tmp_path / "stopped")
     for key in ("train_loss", "val_bleu4", "scst_reward", "val_cider", "test_bleu4", "test_bleu4_best",
                 "best_epoch", "cider", "captions", "before_scst"):
         assert resumed[key] == straight[key], key
@@ -203,6 +203,6 @@ def test_a_run_stopped_in_either_stage_resumes_to_the_same_numbers(tiny, tmp_pat
 
 
 def test_without_scst_a_run_records_what_it_did_before(tiny, tmp_path):
-    result, _ = _train_run(tiny, SMALL.replace(epochs=2), tmp_path)
+    result = _train_run(tiny, SMALL.replace(epochs=2), tmp_path)
     assert "scst_reward" not in result and "before_scst" not in result
     assert len(result["val_bleu4"]) == len(result["val_cider"]) == len(result["train_loss"]) == 2

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from convattn.caption import metrics, plots
+from convattn.caption.checkpoint import load_decoder
 from convattn.caption.compare import compare, compare_pairs
 from convattn.caption.data import Data
 from convattn.caption.encoders import ENCODER_LAYERS, EncoderSpec, check_spec, load_image
@@ -29,7 +30,7 @@ from convattn.caption.features import region_features
 from convattn.caption.inference import caption_images
 from convattn.caption.presets import STUDY_SHOWN, CaptionConfig
 from convattn.caption.rerank import reranker_for
-from convattn.caption.run import train_run
+from convattn.caption.run import run_dir, train_run
 from convattn.common import distributed, io, runs
 from convattn.common.errors import UserError
 from convattn.common.progress import log
@@ -70,20 +71,20 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
     timing = {"features": {}}
 
     def train_layer(layer: str, seed_list):
-        """-> spec, data, {model: [(result, decoder) per seed]} for one feature layer."""
+        """-> spec, data, {model: [result per seed]} for one feature layer."""
         spec = EncoderSpec(config.encoder, layer, config.image_size, config.encoder_weights)
         check_spec(spec)
         features, grid, info = region_features(dataset, spec, device, quiet=quiet)
         timing["features"][layer] = info
         data = Data(dataset, features, grid, device)
-        jobs = parallel_jobs(config, device, len(config.models) * len(seed_list))
-        if jobs > 1:  # the runs train in worker processes into the run store, read back below
-            # no_attention last: its runs are the shortest, so they fill in at the end
-            tasks = sorted(((m, s) for m in config.models for s in seed_list), key=lambda t: t[0] == "no_attention")
-            train_in_processes(config, tasks, jobs, (data_dir, images_dir, spec, out_dir, policy))
-        return spec, data, {m: [train_run(m, s, data, config, spec, out_dir, device,
-                                          "resume" if jobs > 1 else policy, quiet)
-                                for s in seed_list] for m in config.models}
+        tasks = [(m, s) for m in config.models for s in seed_list]
+        jobs = parallel_jobs(config, device, len(tasks))
+        if jobs > 1:  # no_attention last: its runs are the shortest, so they fill in at the end
+            done = train_in_processes(config, sorted(tasks, key=lambda t: t[0] == "no_attention"), jobs,
+                                      (data_dir, images_dir, spec, out_dir, policy))
+        else:
+            done = {(m, s): train_run(m, s, data, config, spec, out_dir, device, policy, quiet) for m, s in tasks}
+        return spec, data, {m: [done[(m, s)] for s in seed_list] for m in config.models}
 
     with torch_threads(config.threads if device.type == "cpu" else 0):
         selection = None
@@ -98,14 +99,15 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
                 f"{k} val {v['mean_final_val_bleu4']:.4f}" for k, v in candidates.items()) + ")")
         else:
             layer = config.feature_layer
-        spec, data, trained = train_layer(layer, seeds)
+        spec, data, results = train_layer(layer, seeds)
         if not distributed.is_main():
             return None
-        results = {m: [result for result, _ in pairs] for m, pairs in trained.items()}
         max_steps = config.max_steps or data.max_len
-        generated = {m: caption_images(pairs[0][1], data, shown_images, max_steps, config.beam,
-                                         reranker_for(data, config.rerank))
-                     for m, pairs in trained.items()}
+        # the shown images' captions by each model's first seed, from its model.pt as predict reads it
+        generated = {m: caption_images(load_decoder(run_dir(out_dir, spec.layer, m, seeds[0]) / "model.pt",
+                                                    device)[0],
+                                       data, shown_images, max_steps, config.beam, reranker_for(data, config.rerank))
+                     for m in results}
 
     summary = {
         "dataset": {"name": dataset.name, "path": str(Path(data_dir).resolve()),
@@ -148,18 +150,18 @@ def parallel_jobs(config: CaptionConfig, device, runs_to_train: int) -> int:
     return max(1, min(config.jobs or os.cpu_count() or 1, runs_to_train))
 
 
-def train_in_processes(config: CaptionConfig, tasks: list[tuple[str, int]], jobs: int, where: tuple) -> None:
+def train_in_processes(config: CaptionConfig, tasks: list[tuple[str, int]], jobs: int, where: tuple) -> dict:
     """Train every (model, seed) of `tasks` into the run store, `jobs` spawned processes at a
-    time. Each run seeds itself and runs on --threads threads as it would here, so its
-    numbers are those of a run in this process (tests/caption/test_jobs.py)."""
+    time -> {(model, seed): result}. Each run seeds itself and runs on --threads threads as
+    it would here, so its numbers are those of a run in this process (tests/caption/test_jobs.py)."""
     log(f"training {len(tasks)} runs in {jobs} processes, {config.threads} torch thread(s) each")
     work = [(config, model, seed, *where) for model, seed in tasks]
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        for _ in pool.imap_unordered(_train_run_in_worker, work):
-            pass
+        return {(result["model"], result["seed"]): result
+                for result in pool.imap_unordered(_train_run_in_worker, work)}
 
 
-def _train_run_in_worker(task: tuple) -> None:
+def _train_run_in_worker(task: tuple) -> dict:
     """One (decoder, seed) run in a worker: the region features from the cache the main
     process filled, no progress bar (bars would interleave; the epoch log lines stay)."""
     config, model, seed, data_dir, images_dir, spec, out_dir, policy = task
@@ -167,7 +169,8 @@ def _train_run_in_worker(task: tuple) -> None:
     cpu = torch.device("cpu")
     dataset = load_dataset(data_dir, images_dir)
     features, grid, _ = region_features(dataset, spec, cpu, quiet=True)
-    train_run(model, seed, Data(dataset, features, grid, cpu), config, spec, out_dir, cpu, policy, quiet=True)
+    return train_run(model, seed, Data(dataset, features, grid, cpu), config, spec, out_dir, cpu, policy,
+                     quiet=True)
 
 
 def choose_shown(dataset: CaptionDataset, show) -> list[CaptionImage]:
@@ -208,8 +211,8 @@ def shown_rows(images: list[CaptionImage], generated: dict, dataset: CaptionData
 
 def layer_scores(trained: dict) -> dict:
     """One candidate layer of --feature-layer auto: each model's first-seed scores."""
-    scores = {m: {k: pairs[0][0][k] for k in ("final_val_bleu4", "best_val_bleu4", "test_bleu4")}
-              for m, pairs in trained.items()}
+    scores = {m: {k: results[0][k] for k in ("final_val_bleu4", "best_val_bleu4", "test_bleu4")}
+              for m, results in trained.items()}
     scores["mean_final_val_bleu4"] = float(np.mean([s["final_val_bleu4"] for s in scores.values()]))
     return scores
 

@@ -1,6 +1,7 @@
 """One (decoder, seed) run: train or take it from the run store, score the test split.
 
-    train_run(model, seed, data, config, spec, out_dir, device, policy) -> (result, decoder)
+    train_run(model, seed, data, config, spec, out_dir, device, policy) -> result
+    checkpoint.load_decoder(run_dir(out_dir, layer, model, seed) / "model.pt", device)  # its decoder
 
 Files, in `run_dir(out_dir, layer, model, seed)` = OUT/runs/<layer>/<model>/seed<N>/:
     checkpoint.pt  the run store's checkpoint (common.runs), rewritten after every epoch:
@@ -58,27 +59,26 @@ def run_key(config: CaptionConfig, model: str, seed: int, spec: EncoderSpec, dat
 
 
 def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: EncoderSpec, out_dir,
-              device, policy: str = "resume", quiet: bool = False) -> tuple[dict, torch.nn.Module]:
-    """Train one decoder with one seed, or reuse / resume its stored run -> (its result,
-    the final decoder in eval mode)."""
+              device, policy: str = "resume", quiet: bool = False) -> dict:
+    """Train one decoder with one seed, or take its finished run from the store -> its result
+    (result.json's content). The run's decoder is its model.pt (checkpoint.load_decoder)."""
     folder = run_dir(out_dir, spec.layer, model, seed)
     label, key = f"{model} seed {seed}", run_key(config, model, seed, spec, data)
     # the SCST loop samples through the decoder's steps, which DistributedDataParallel cannot see
     require(config.scst_epochs == 0 or distributed.size() == 1, config, "scst_epochs",
             "self-critical training runs in one process; run it without data parallelism")
     seed_everything(seed)
-    decoder = build_decoder(model, len(data.vocab), data.feature_dim, config, data.grid).to(device)
-    # fused: one kernel for all parameters instead of a dozen small ops each (8% of a step)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, fused=True)
     # data parallel: rank 0 reads the stored run and sends every rank its copy (on the CPU)
     state = distributed.broadcast(runs.load_state(folder / "checkpoint.pt", key, policy, label,
                                                   device if distributed.size() == 1 else "cpu")
                                   if distributed.is_main() else None)
     if state is not None and state["status"] in runs.FINISHED:
-        decoder.load_state_dict(state["model"])
         if config.rerank and distributed.is_main():  # a model.pt from before it carried the reranker
             add_reranker(folder / "model.pt", data, config.rerank)
-        return state["result"], decoder.eval()
+        return state["result"]
+    decoder = build_decoder(model, len(data.vocab), data.feature_dim, config, data.grid).to(device)
+    # fused: one kernel for all parameters instead of a dozen small ops each (8% of a step)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, fused=True)
     if state is not None:
         runs.restore(state, decoder, optimizer)
         distributed.restore_rng(state.get("rank_rng"))
@@ -122,7 +122,7 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
         decoder.load_state_dict(best["model"])
 
     if not distributed.is_main():
-        return distributed.broadcast(None), decoder.eval()  # rank 0's result, once it has scored
+        return distributed.broadcast(None)  # rank 0's result, once it has scored
     t0 = time.perf_counter()
     io.save_checkpoint(folder / "model.pt", model_checkpoint(decoder, model, data.vocab.words, data.max_len,
                                                              data.grid, spec, config,
@@ -142,7 +142,7 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
               if "border_mass" in result else "")
     log(f"{label}: test bleu4 {result['test_bleu4']:.4f} (best-by-val {result['test_bleu4_best']:.4f}), "
         f"CIDEr {result['cider']:.3f}{border}, {result['seconds']:.0f} s")
-    return distributed.broadcast(result), decoder.eval()
+    return distributed.broadcast(result)
 
 
 def epoch_scores(decoder, data: Data, config: CaptionConfig, max_steps: int) -> dict:
