@@ -17,6 +17,7 @@ from dataclasses import fields
 
 from convattn.caption.compare import compare_summaries, load_model_summary
 from convattn.caption.encoders import DEFAULT_LAYER, ENCODER_LAYERS
+from convattn.caption.ensemble import score_ensemble
 from convattn.caption.experiment import run
 from convattn.caption.predict import predict
 from convattn.caption.presets import PRESETS, CaptionConfig
@@ -54,11 +55,13 @@ def register(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_train)
 
-    sub = parser.add_subparsers(dest="caption_command", metavar="{predict,compare}")
+    sub = parser.add_subparsers(dest="caption_command", metavar="{predict,compare,ensemble}")
     pred = sub.add_parser("predict", help="caption image files with a trained model.pt",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pred.add_argument("--model", required=True,
-                      help="a model.pt from a run (OUT/runs/<layer>/<model>/seed<N>/model.pt)")
+    pred.add_argument("--model", required=True, action="append", metavar="MODEL_PT",
+                      help="a model.pt from a run (OUT/runs/<layer>/<model>/seed<N>/model.pt); repeated "
+                           "(seeds of one run), the models decode as one ensemble, their word "
+                           "probabilities averaged")
     pred.add_argument("images", nargs="+", metavar="IMAGE")
     pred.add_argument("--beam", type=int, default=None,
                       help="beam size (1 = greedy); when unset, the run's beam, as the web page")
@@ -79,6 +82,16 @@ def register(subparsers) -> None:
     comp.add_argument("b", metavar="B_OUT:MODEL", help="the other; the difference is B - A")
     comp.add_argument("--json", action="store_true", help="print the comparison as JSON")
     comp.set_defaults(func=_compare)
+
+    ens = sub.add_parser("ensemble", help="score the seeds of one experiment's decoder as one ensemble "
+                         "(word probabilities averaged): validation and test, paired against the seeds")
+    ens.add_argument("spec", metavar="OUT:MODEL", help="an experiment's --out folder and one of its "
+                     "decoders trained with 2 or more seeds, e.g. runs/rsicd-best:attention")
+    ens.add_argument("--data", dest="ensemble_data", default=None,
+                     help="the dataset folder (default: the one in OUT/summary.json)")
+    ens.add_argument("--device", dest="ensemble_device", default="auto", help="auto, cpu or cuda")
+    ens.add_argument("--json", dest="ensemble_json", action="store_true", help="print the result as JSON")
+    ens.set_defaults(func=_ensemble)
 
 
 def config_from_args(args) -> CaptionConfig:
@@ -165,6 +178,21 @@ def _predict(args) -> int:
     for path, caption in predict(args.model, args.images, choose_device(args.device), beam=args.beam,
                                  attention_maps=args.attention_maps, rerank=args.predict_rerank):
         print(f"{path}\t{caption}")
+    return 0
+
+
+def _ensemble(args) -> int:
+    out = score_ensemble(args.spec, choose_device(args.ensemble_device), args.ensemble_data)
+    if args.ensemble_json:
+        print(json.dumps({k: v for k, v in out.items() if k != "test"} | {"test": {
+            k: v for k, v in out["test"].items() if k != "cider_per_image"}}, indent=2))
+        return 0
+    seeds, v = out["val"]["seeds_cider"], out["vs_seeds"]
+    print(f"{out['model']}, {len(seeds)} seeds as one ensemble: validation CIDEr-D {out['val']['cider']:.4f} "
+          f"(each seed alone, decoded the same way: {', '.join(f'{c:.4f}' for c in seeds)})")
+    print(f"test CIDEr-D {out['test']['coco']['cider']:.4f}, BLEU-4 {out['test']['coco']['bleu4']:.4f}; "
+          f"ensemble - seeds: {v['difference']:+.4f}, 95% paired bootstrap interval over {v['images']} test "
+          f"images [{v['ci_low']:+.4f}, {v['ci_high']:+.4f}]")
     return 0
 
 

@@ -74,20 +74,20 @@ def compare_summaries(a: tuple[dict, str], b: tuple[dict, str], samples: int = 1
     return out
 
 
-def load_model_summary(spec: str) -> tuple[dict, str]:
+def load_model_summary(spec: str, command: str = "caption compare") -> tuple[dict, str]:
     """'OUT:model' (an experiment's output folder, or its summary.json, and one of its
     decoders) -> (summary, model)."""
     where, _, model = spec.rpartition(":")
     if not where:
-        raise UserError(f"caption compare: {spec!r}: expected OUT:MODEL, e.g. runs/rsicd:attention")
+        raise UserError(f"{command}: {spec!r}: expected OUT:MODEL, e.g. runs/rsicd:attention")
     path = Path(where)
     path = path / "summary.json" if path.is_dir() else path
     if not path.is_file():
-        raise UserError(f"caption compare: {path}: no summary.json; run `convattn caption --out {where}` first")
+        raise UserError(f"{command}: {path}: no summary.json; run `convattn caption --out {where}` first")
     summary = io.read_json(path)
     if model not in summary.get("models", {}):
-        raise UserError(f"caption compare: {path} has no model {model!r} (it has "
+        raise UserError(f"{command}: {path} has no model {model!r} (it has "
                         f"{', '.join(summary.get('models', {}))})")
     if "cider_per_image" not in summary["models"][model]:
-        raise UserError(f"caption compare: {path} predates per-image scores in summary.json; rerun it")
+        raise UserError(f"{command}: {path} predates per-image scores in summary.json; rerun it")
     return summary, model

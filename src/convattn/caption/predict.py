@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps, stored_reranker
+from convattn.caption.checkpoint import encoder_spec, max_steps, stored_reranker
 from convattn.caption.encoders import build_encoder, load_image
+from convattn.caption.ensemble import load_ensemble
 from convattn.caption.inference import caption_features, image_features
 from convattn.caption.plots import plot_attention
 from convattn.caption.rerank import ConsensusReranker, decoding_label
@@ -38,13 +39,16 @@ def decoding(ckpt: dict, model_path, beam: int | None, rerank: int | None) -> tu
     return beam, (stored_reranker(ckpt, rerank) if beam >= 2 and rerank != 0 else None)
 
 
-def predict(model_path, images: list, device, beam: int | None = None, attention_maps=None,
+def predict(model_paths, images: list, device, beam: int | None = None, attention_maps=None,
             rerank: int | None = None) -> list[tuple[str, str]]:
-    """-> [(image path, caption)]; with `attention_maps` (a folder) and an attention model,
-    also one heat-map figure per image there. beam and rerank: see `decoding`."""
-    decoder, ckpt = load_decoder(model_path, device)
-    beam, reranker = decoding(ckpt, model_path, beam, rerank)
-    log(f"{model_path}: {decoding_label(beam, reranker)}")
+    """model_paths: one model.pt, or several (seeds of one run) decoded as one ensemble
+    (caption/ensemble.py) -> [(image path, caption)]; with `attention_maps` (a folder) and an
+    attention model, also one heat-map figure per image there. beam and rerank: see
+    `decoding` (the first model.pt's)."""
+    model_paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
+    decoder, ckpt = load_ensemble(model_paths, device)
+    beam, reranker = decoding(ckpt, model_paths[0], beam, rerank)
+    log(f"{', '.join(map(str, model_paths))}: {decoding_label(beam, reranker)}")
     vocab = Vocabulary(ckpt["vocab"])
     spec = encoder_spec(ckpt)
     encoder = build_encoder(spec).to(device)
