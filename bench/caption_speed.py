@@ -47,7 +47,7 @@ from convattn.caption.data import Data
 from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention
 from convattn.caption.encoders import EncoderSpec, build_encoder, load_image
 from convattn.caption.experiment import run
-from convattn.caption.features import EXTRACT_BATCH, region_features
+from convattn.caption.features import EXTRACT_BATCH, dataset_features
 from convattn.caption.inference import caption_split
 from convattn.caption.loop import train_one_epoch
 from convattn.caption.presets import HOMEWORK
@@ -170,7 +170,7 @@ def reference_epoch(data: Data, model: str, dec, n_batches: int, reference_batch
     for i in range(reference_batches):
         batch = order[i * config.batch_size:(i + 1) * config.batch_size]
         captions = data.train_captions[batch]
-        logits = ref(data.region_features(data.train_images[batch]), captions)
+        logits = ref(data.rows(data.train_images[batch]), captions)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), captions[:, 1:].reshape(-1),
                                ignore_index=PAD_ID)
         opt.zero_grad()
@@ -215,7 +215,7 @@ def bench_decoding(model: str, dec, data: Data, thread_settings: list[int]) -> d
     for n in thread_settings:
         torch.set_num_threads(n)
         t = time.perf_counter()
-        plain = [data.vocab.decode(ref.caption_one(data.region_features(torch.tensor([im.index], device=DEVICE)),
+        plain = [data.vocab.decode(ref.caption_one(data.rows(torch.tensor([im.index], device=DEVICE)),
                                                    max_steps))
                  for im in data.splits["val"]]
         times[n] = time.perf_counter() - t
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
           f"{default_threads} thread(s) and 1")
     if not args.skip_features:
         bench_features(dataset, args.images)
-    features, grid, info = region_features(dataset, EncoderSpec(layer=args.layer), DEVICE)
+    features, grid, info = dataset_features(dataset, EncoderSpec(layer=args.layer), DEVICE)
     print(f"feature layer {args.layer}: {features.shape[2]} channels, {grid[0]}x{grid[1]} regions")
     data = Data(dataset, features, grid, DEVICE)
     epochs = HOMEWORK.epochs

@@ -115,3 +115,12 @@ def test_rsicd_presets_adapt_only_the_scale_and_the_protocol():
     for name in ("rsicd", "rsicd-best"):
         assert PRESETS[name + "-fast"] == PRESETS[name].replace(preset=name + "-fast", epochs=2, seeds=2)
     assert RSICD_OF["homework"] == RSICD_OF["fast"] == ("rsicd", "rsicd-best")
+
+
+def test_the_transformer_class_defaults_are_the_configs():
+    import inspect
+
+    from convattn.caption.transformer import TransformerDecoder
+    p = inspect.signature(TransformerDecoder.__init__).parameters
+    assert (p["model_dim"].default, p["layers"].default, p["heads"].default, p["dropout"].default) \
+        == (HOMEWORK.model_dim, HOMEWORK.layers, HOMEWORK.heads, HOMEWORK.transformer_dropout)

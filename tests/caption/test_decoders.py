@@ -162,8 +162,9 @@ def test_doubly_stochastic_loss_is_off_by_default_and_changes_training_when_on(t
     rng = np.random.default_rng(0)
     data = Data(dataset, rng.standard_normal((len(dataset.images), 9, C)).astype(np.float16), (3, 3), "cpu")
     losses = []
-    for reg in (0.0, 0.0, 1.0):
-        config = PRESETS["smoke"].replace(attention_reg=reg)
+    default = PRESETS["smoke"]  # the preset as it is: its attention_reg is the default
+    assert default.attention_reg == PRESETS["homework"].attention_reg == 0.0
+    for config in (default, default, default.replace(attention_reg=1.0)):
         torch.manual_seed(0)
         dec = DecoderWithAttention(len(data.vocab), C, embed_dim=8, hidden_dim=12)
         opt = torch.optim.Adam(dec.parameters(), lr=config.lr)

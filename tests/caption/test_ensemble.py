@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from convattn.caption import experiment
-from convattn.caption.decode import beam_search, greedy
+from convattn.caption.search import beam_search, greedy
 from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention, TransformerDecoder
 from convattn.caption.ensemble import SeedEnsemble, load_ensemble
 from convattn.caption.presets import PRESETS

@@ -8,7 +8,7 @@ from PIL import Image
 
 from convattn.caption import features
 from convattn.caption.encoders import EncoderSpec, build_encoder, load_image
-from convattn.caption.features import region_features
+from convattn.caption.features import dataset_features
 from convattn.caption.inference import image_features
 from convattn.common.errors import UserError
 from convattn.data.captions import load_dataset
@@ -19,11 +19,11 @@ CPU = torch.device("cpu")
 def test_features_are_cached_and_match_the_encoder(tiny_copy):
     ds = load_dataset(tiny_copy)
     spec = EncoderSpec(layer="blocks")
-    f1, grid, info = region_features(ds, spec, CPU, quiet=True)
+    f1, grid, info = dataset_features(ds, spec, CPU, quiet=True)
     assert not info["cached"] and f1.dtype == np.float16 and grid == (2, 2)
     assert f1.shape == (len(ds.images), 4, 320)
     assert isinstance(f1, np.memmap)
-    f2, _, info2 = region_features(ds, spec, CPU, quiet=True)
+    f2, _, info2 = dataset_features(ds, spec, CPU, quiet=True)
     assert info2["cached"] and info2["folder"] == info["folder"]
     np.testing.assert_array_equal(np.asarray(f1), np.asarray(f2))
     # row i is dataset.json's image i, flattened row-major over the grid
@@ -39,7 +39,7 @@ def test_an_image_encoded_on_its_own_gets_the_caches_features(tiny_data):
     the very features the run's decoders were trained on and its captions decoded from."""
     ds = load_dataset(tiny_data)
     spec = EncoderSpec(layer="blocks")
-    cached, grid, _ = region_features(ds, spec, CPU, quiet=True)
+    cached, grid, _ = dataset_features(ds, spec, CPU, quiet=True)
     images = ds.split("test") + ds.split("train")[:4]
     fresh, grids = image_features([ds.path(im) for im in images], spec, CPU)
     assert set(grids) == {grid}
@@ -51,20 +51,20 @@ def test_an_image_encoded_on_its_own_gets_the_caches_features(tiny_data):
 def test_cache_is_invalidated_by_each_ingredient(tiny_copy):
     ds = load_dataset(tiny_copy)
     spec = EncoderSpec(layer="blocks")
-    _, _, base = region_features(ds, spec, CPU, quiet=True)
-    _, _, other_layer = region_features(ds, EncoderSpec(layer="head"), CPU, quiet=True)
-    _, grid, other_size = region_features(ds, EncoderSpec(layer="blocks", image_size=96), CPU, quiet=True)
+    _, _, base = dataset_features(ds, spec, CPU, quiet=True)
+    _, _, other_layer = dataset_features(ds, EncoderSpec(layer="head"), CPU, quiet=True)
+    _, grid, other_size = dataset_features(ds, EncoderSpec(layer="blocks", image_size=96), CPU, quiet=True)
     assert grid == (3, 3)
     # an edited image: same name, new content
     path = ds.path(ds.images[0])
     Image.new("RGB", (48, 48), (0, 0, 255)).save(path)
     os.utime(path, ns=(1, 1))
-    edited, _, after_edit = region_features(load_dataset(tiny_copy), spec, CPU, quiet=True)
+    edited, _, after_edit = dataset_features(load_dataset(tiny_copy), spec, CPU, quiet=True)
     # an edited caption file
     assert '"coloured"' in (tiny_copy / "dataset.json").read_text()
     text = (tiny_copy / "dataset.json").read_text().replace('"coloured"', '"tinted"', 1)
     (tiny_copy / "dataset.json").write_text(text)
-    _, _, after_json = region_features(load_dataset(tiny_copy), spec, CPU, quiet=True)
+    _, _, after_json = dataset_features(load_dataset(tiny_copy), spec, CPU, quiet=True)
     folders = {base["folder"], other_layer["folder"], other_size["folder"], after_edit["folder"],
                after_json["folder"]}
     assert len(folders) == 5
@@ -74,9 +74,9 @@ def test_cache_is_invalidated_by_each_ingredient(tiny_copy):
 def test_an_incomplete_cache_is_recomputed(tiny_copy):
     ds = load_dataset(tiny_copy)
     spec = EncoderSpec(layer="blocks")
-    _, _, info = region_features(ds, spec, CPU, quiet=True)
+    _, _, info = dataset_features(ds, spec, CPU, quiet=True)
     os.remove(os.path.join(info["folder"], "meta.json"))  # as if killed before the end
-    _, _, again = region_features(ds, spec, CPU, quiet=True)
+    _, _, again = dataset_features(ds, spec, CPU, quiet=True)
     assert not again["cached"] and again["folder"] == info["folder"]
 
 
@@ -96,16 +96,16 @@ def test_an_interrupted_extraction_resumes_where_it_stopped(tiny_copy, monkeypat
 
     monkeypatch.setattr(features, "encode", recorded)
     with pytest.raises(KeyboardInterrupt):
-        region_features(ds, spec, CPU, quiet=True)
+        dataset_features(ds, spec, CPU, quiet=True)
     assert encoded == list(range(10))
     encoded.clear()
     stop_at.clear()
-    resumed, grid, info = region_features(ds, spec, CPU, quiet=True)
+    resumed, grid, info = dataset_features(ds, spec, CPU, quiet=True)
     assert encoded[0] == 8 and not info["cached"]  # the last flush was after 8 images
     assert not (Path(info["folder"]) / "partial.json").exists()
     monkeypatch.setattr(features, "encode", real_encode)
     monkeypatch.setenv("CONVATTN_CACHE", str(tmp_path / "fresh"))
-    whole, _, _ = region_features(ds, spec, CPU, quiet=True)
+    whole, _, _ = dataset_features(ds, spec, CPU, quiet=True)
     np.testing.assert_array_equal(np.asarray(resumed), np.asarray(whole))  # same code, same machine
 
 
@@ -113,6 +113,6 @@ def test_mixed_image_sizes_need_image_size(tiny_copy):
     Image.new("RGB", (64, 40)).save(tiny_copy / "images" / "1.png")
     ds = load_dataset(tiny_copy)
     with pytest.raises(UserError, match="different sizes.*--image-size"):
-        region_features(ds, EncoderSpec(layer="blocks"), CPU, quiet=True)
-    _, grid, _ = region_features(ds, EncoderSpec(layer="blocks", image_size=64), CPU, quiet=True)
+        dataset_features(ds, EncoderSpec(layer="blocks"), CPU, quiet=True)
+    _, grid, _ = dataset_features(ds, EncoderSpec(layer="blocks", image_size=64), CPU, quiet=True)
     assert grid == (2, 2)

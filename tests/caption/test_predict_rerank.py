@@ -12,7 +12,7 @@ from convattn.caption import experiment, run
 from convattn.caption.checkpoint import load_decoder, max_steps, stored_reranker
 from convattn.caption.data import Data
 from convattn.caption.encoders import EncoderSpec
-from convattn.caption.features import region_features
+from convattn.caption.features import dataset_features
 from convattn.caption.inference import caption_split
 from convattn.caption.presets import PRESETS
 from convattn.caption.rerank import ConsensusReranker, reranker_for
@@ -73,7 +73,7 @@ def test_the_stored_reranker_chooses_the_runs_test_captions(best_run, tiny_data)
     out, summary, model = best_run
     decoder, ckpt = load_decoder(model, "cpu")
     dataset = load_dataset(tiny_data)
-    features, grid, _ = region_features(dataset, SPEC, torch.device("cpu"), quiet=True)
+    features, grid, _ = dataset_features(dataset, SPEC, torch.device("cpu"), quiet=True)
     data = Data(dataset, features, grid, torch.device("cpu"))
     reported = [summary["captions"][im.name]["attention"] for im in data.splits["test"]]
     reranked = caption_split(decoder, data, "test", max_steps(ckpt), 5, reranker=stored_reranker(ckpt))

@@ -8,7 +8,7 @@ import torch
 from convattn.caption import run
 from convattn.caption.checkpoint import load_decoder
 from convattn.caption.data import Data
-from convattn.caption.decode import beam_search
+from convattn.caption.search import beam_search
 from convattn.caption.decoders import build_decoder
 from convattn.caption.encoders import EncoderSpec
 from convattn.caption.inference import caption_split
@@ -87,7 +87,7 @@ def test_caption_features_answers_with_typed_hypotheses(tiny):
     """inference.caption_features, the path of runs, predict and serve: greedy gives one
     hypothesis; beam search the beam's, best first; a reranker chooses the one with the
     highest consensus and records each one's mean CIDEr-D against the neighbours."""
-    from convattn.caption.decode import greedy
+    from convattn.caption.search import greedy
     from convattn.caption.inference import caption_features
     from convattn.data.captions import END_ID
 

@@ -9,7 +9,7 @@ from pycocoevalcap.cider.cider import Cider
 
 from convattn.caption import run, scst
 from convattn.caption.data import Data
-from convattn.caption.decode import greedy, sample
+from convattn.caption.search import greedy, sample
 from convattn.caption.decoders import MODELS, build_decoder
 from convattn.caption.encoders import EncoderSpec
 from convattn.caption.presets import PRESETS

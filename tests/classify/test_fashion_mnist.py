@@ -1,6 +1,5 @@
 """The IDX loader: valid files (.gz and raw), the split, and every way a file can be bad."""
 
-import numpy as np
 import pytest
 import torch
 

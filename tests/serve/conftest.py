@@ -26,7 +26,7 @@ from convattn.caption.checkpoint import model_checkpoint
 from convattn.caption.decoders import build_decoder
 from convattn.caption.data import Data
 from convattn.caption.encoders import EncoderSpec
-from convattn.caption.features import region_features
+from convattn.caption.features import dataset_features
 from convattn.caption.presets import PRESETS
 from convattn.caption.rerank import ConsensusReranker
 from convattn.common import io
@@ -72,7 +72,7 @@ def words_of(data_dir) -> list[str]:
 
 def cache_features(data_dir) -> None:
     """The dataset's feature cache for SPEC, as a run extracts it (under the tests' cache)."""
-    region_features(load_dataset(data_dir), SPEC, torch.device("cpu"), quiet=True)
+    dataset_features(load_dataset(data_dir), SPEC, torch.device("cpu"), quiet=True)
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +164,7 @@ def stages_dir(tmp_path_factory, report_dir, tiny_data):
                   {"val_cider": [0.6, 0.2], "val_bleu4": [0.1, 0.1], "best_epoch": 1,
                    "config": {"select": "val_cider"}})
     dataset = load_dataset(rsicd)
-    features, grid, _ = region_features(dataset, SPEC, torch.device("cpu"), quiet=True)
+    features, grid, _ = dataset_features(dataset, SPEC, torch.device("cpu"), quiet=True)
     reranker = ConsensusReranker.from_data(Data(dataset, features, grid, torch.device("cpu")), 5)
     write_stage(root, "rsicd-best", rsicd, "rsicd-best", "val_cider",
                 {("attention", 42): [0.6, 0.66]}, reranker=reranker)

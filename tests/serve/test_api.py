@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from nltk.translate.bleu_score import sentence_bleu
 from PIL import Image
 
-from convattn.caption.decode import greedy
+from convattn.caption.search import greedy
 from convattn.caption.encoders import load_image
 from convattn.caption.features import cache_precision
 from convattn.data.captions import SPECIALS, Vocabulary

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from convattn.caption.decode import beam_search, greedy
+from convattn.caption.search import beam_search, greedy
 from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention
 from convattn.data.captions import END_ID
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from convattn.caption.features import region_features
+from convattn.caption.features import dataset_features
 from convattn.caption.rerank import global_features
 from convattn.data.captions import load_dataset
 from convattn.serve.catalog import given_models
@@ -53,7 +53,7 @@ def threshold(tiny_data, fake_run) -> float:
     """The 1st percentile of the validation images' nearest-training similarities, from the
     cached features as the run's reranker reads them."""
     dataset = load_dataset(tiny_data)
-    features = torch.from_numpy(np.array(region_features(dataset, fake_run.spec, CPU, quiet=True)[0]))
+    features = torch.from_numpy(np.array(dataset_features(dataset, fake_run.spec, CPU, quiet=True)[0]))
     train, val = (global_features(features[[im.index for im in dataset.split(s)]]) for s in ("train", "val"))
     return float(np.percentile((val @ train.T).max(dim=1).values.numpy(), 1))
 

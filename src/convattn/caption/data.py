@@ -38,10 +38,10 @@ class Data:
     def references(self, split: str) -> list[list[list[str]]]:
         return [im.captions for im in self.splits[split]]
 
-    def region_features(self, indices: torch.Tensor) -> torch.Tensor:
+    def rows(self, indices: torch.Tensor) -> torch.Tensor:
         """indices [B] (dataset rows) -> float32 features [B, R, C]."""
         return self.features[indices].float()
 
     def image_features(self, images: list[CaptionImage]) -> torch.Tensor:
         """-> float32 features [len(images), R, C]."""
-        return self.region_features(torch.tensor([im.index for im in images], device=self.features.device))
+        return self.rows(torch.tensor([im.index for im in images], device=self.features.device))

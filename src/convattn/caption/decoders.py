@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convattn.caption.regions import FEATURE_NORMS, OUTER_RING, read_regions  # noqa: F401 (the presets' choices)
+from convattn.caption.regions import read_regions
 from convattn.caption.transformer import TransformerDecoder
 
 ACTIVATIONS = {"tanh": (torch.tanh, torch.tanh_), "relu": (torch.relu, torch.relu_)}

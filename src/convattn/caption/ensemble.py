@@ -76,7 +76,7 @@ def score_ensemble(spec: str, device, data_dir=None, images_dir=None) -> dict:
     from convattn.caption.checkpoint import encoder_spec, max_steps
     from convattn.caption.compare import load_model_summary
     from convattn.caption.data import Data
-    from convattn.caption.features import region_features
+    from convattn.caption.features import dataset_features
     from convattn.caption.inference import caption_split
     from convattn.caption.rerank import reranker_for
     from convattn.caption.run import run_dir
@@ -94,7 +94,7 @@ def score_ensemble(spec: str, device, data_dir=None, images_dir=None) -> dict:
     if dataset.fingerprint != summary["data"]["fingerprint"]:
         raise UserError(f"caption ensemble: {dataset.root} is not the dataset {out} was trained on; "
                         "pass that one with --data")
-    features, grid, _ = region_features(dataset, encoder_spec(ckpt), device, quiet=True)
+    features, grid, _ = dataset_features(dataset, encoder_spec(ckpt), device, quiet=True)
     data = Data(dataset, features, grid, device)
     config, steps = summary["config"], max_steps(ckpt)
     reranker, beam = reranker_for(data, config.get("rerank", 0)), config.get("beam", 1)

@@ -26,7 +26,7 @@ from convattn.caption.checkpoint import load_decoder
 from convattn.caption.compare import compare, compare_pairs
 from convattn.caption.data import Data
 from convattn.caption.encoders import ENCODER_LAYERS, EncoderSpec, check_spec, load_image
-from convattn.caption.features import region_features
+from convattn.caption.features import dataset_features
 from convattn.caption.inference import caption_images
 from convattn.caption.presets import STUDY_SHOWN, CaptionConfig
 from convattn.caption.rerank import reranker_for
@@ -74,7 +74,7 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
         """-> spec, data, {model: [result per seed]} for one feature layer."""
         spec = EncoderSpec(config.encoder, layer, config.image_size, config.encoder_weights)
         check_spec(spec)
-        features, grid, info = region_features(dataset, spec, device, quiet=quiet)
+        features, grid, info = dataset_features(dataset, spec, device, quiet=quiet)
         timing["features"][layer] = info
         data = Data(dataset, features, grid, device)
         tasks = [(m, s) for m in config.models for s in seed_list]
@@ -168,7 +168,7 @@ def _train_run_in_worker(task: tuple) -> dict:
     torch.set_num_threads(config.threads)
     cpu = torch.device("cpu")
     dataset = load_dataset(data_dir, images_dir)
-    features, grid, _ = region_features(dataset, spec, cpu, quiet=True)
+    features, grid, _ = dataset_features(dataset, spec, cpu, quiet=True)
     return train_run(model, seed, Data(dataset, features, grid, cpu), config, spec, out_dir, cpu, policy,
                      quiet=True)
 

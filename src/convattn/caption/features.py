@@ -75,22 +75,32 @@ def check_sizes(dataset: CaptionDataset, spec: EncoderSpec) -> None:
                         "pass --image-size N to resize all of them to NxN")
 
 
-def region_features(dataset: CaptionDataset, spec: EncoderSpec, device: torch.device,
+def find_cache(dataset: CaptionDataset, spec: EncoderSpec) -> tuple[np.ndarray, tuple, dict] | None:
+    """The dataset's complete cache for `spec` on this machine, as `dataset_features` returns
+    it, or None: never extracts."""
+    key = cache_key(dataset, spec)
+    folder = cache_folder(key)
+    meta_path, array_path = folder / "meta.json", folder / "features.npy"
+    if not (meta_path.is_file() and array_path.is_file()):
+        return None
+    meta = io.read_json(meta_path)
+    if meta.get("key") != key:
+        return None
+    return (np.load(array_path, mmap_mode="r"), tuple(meta["grid"]),
+            {"cached": True, "folder": str(folder), "seconds": meta["seconds"], "images_per_s": meta["images_per_s"]})
+
+
+def dataset_features(dataset: CaptionDataset, spec: EncoderSpec, device: torch.device,
                     batch_size: int = EXTRACT_BATCH, quiet: bool = False) -> tuple[np.ndarray, tuple[int, int], dict]:
-    """Features [N, R, C] (float16, memory-mapped), the grid (H', W') with R = H' * W', and
-    facts about the extraction (seconds, images/s, whether the cache was hit)."""
+    """The dataset's region features, from the cache or extracted into it: features [N, R, C]
+    (float16, memory-mapped), the grid (H', W') with R = H' * W', and facts about the
+    extraction (seconds, images/s, whether the cache was hit)."""
     check_spec(spec)
     check_sizes(dataset, spec)
     key = cache_key(dataset, spec)
     folder = cache_folder(key)
     meta_path, array_path = folder / "meta.json", folder / "features.npy"
-    cached = None
-    if meta_path.is_file() and array_path.is_file():
-        meta = io.read_json(meta_path)
-        if meta.get("key") == key:
-            cached = (np.load(array_path, mmap_mode="r"), tuple(meta["grid"]),
-                      {"cached": True, "folder": str(folder), "seconds": meta["seconds"],
-                       "images_per_s": meta["images_per_s"]})
+    cached = find_cache(dataset, spec)
     # data parallel: extract only where no rank has the cache (each machine has its own)
     if distributed.all_true(cached is not None):
         return cached

@@ -38,7 +38,7 @@ def train_one_epoch(decoder, optimizer, data: Data, config, epoch: int, seed: in
         captions = data.train_captions[pairs]                        # [B, max_len]
         length = int((captions != PAD_ID).sum(1).max())
         captions = captions[:, :length]                              # no steps over pure padding
-        logits, alphas = decoder(data.region_features(data.train_images[pairs]), captions)  # [B, T-1, V]
+        logits, alphas = decoder(data.rows(data.train_images[pairs]), captions)  # [B, T-1, V]
         if ranks == 1:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), captions[:, 1:].reshape(-1),
                                    ignore_index=PAD_ID)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from convattn.caption.data import Data
-from convattn.caption.decode import greedy, sample
+from convattn.caption.search import greedy, sample
 from convattn.caption.reward import CiderD
 from convattn.common.progress import progress
 from convattn.data.captions import END_ID
@@ -69,7 +69,7 @@ def scst_epoch(decoder, optimizer, data: Data, reward: CiderD, config, epoch: in
     bar = progress(total=len(order), desc=f"scst epoch {epoch + 1}/{total}", unit="image", quiet=quiet)
     for lo in range(0, len(order), config.scst_batch_size):
         batch = order[lo:lo + config.scst_batch_size]                    # [B] training positions
-        features = data.region_features(rows[batch.to(rows.device)])   # [B, R, C]
+        features = data.rows(rows[batch.to(rows.device)])   # [B, R, C]
         ids, log_probs = sample(decoder, features, max_steps, K)        # [B*K, S] each
         images = batch.repeat_interleave(K).tolist()
         r = reward.scores(images, [data.vocab.decode(row) for row in ids.tolist()]).reshape(-1, K)

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from convattn.caption.encoders import EncoderSpec
-from convattn.caption.features import cache_folder, cache_key
+from convattn.caption.features import cache_folder, cache_key, find_cache
 from convattn.caption.rerank import global_features
-from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.data.captions import CaptionDataset, load_dataset
 
@@ -162,13 +161,11 @@ def split_globals(features: np.ndarray, dataset: CaptionDataset, split: str) -> 
 
 
 def cached_features(dataset: CaptionDataset, spec: EncoderSpec) -> np.ndarray | str:
-    """The dataset's cached region features for `spec` (float16 [N, R, C], memory-mapped), as
-    `caption.features.region_features` finds them, but never extracting: a sentence when the
-    cache is not complete on this machine."""
-    key = cache_key(dataset, spec)
-    folder = cache_folder(key)
-    meta, array = folder / "meta.json", folder / "features.npy"
-    if meta.is_file() and array.is_file() and io.read_json(meta).get("key") == key:
-        return np.load(array, mmap_mode="r")
+    """The dataset's cached region features for `spec` (float16 [N, R, C], memory-mapped),
+    never extracting: a sentence when the cache is not complete on this machine."""
+    found = find_cache(dataset, spec)
+    if found is not None:
+        return found[0]
     return (f"no out-of-domain check: the {spec.name}/{spec.layer} features of {dataset.root} are not "
-            f"cached on this machine ({folder}); `convattn caption --data {dataset.root}` writes them")
+            f"cached on this machine ({cache_folder(cache_key(dataset, spec))}); "
+            f"`convattn caption --data {dataset.root}` writes them")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from convattn.caption.decode import beam_search, greedy, reorder_state
+from convattn.caption.search import beam_search, greedy, reorder_state
 from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention, TransformerDecoder
 from convattn.data.captions import END_ID, PAD_ID
 
