@@ -35,12 +35,12 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from convattn.classify.loop import MEMORY_FORMAT, CudaGraphStep, evaluate, train_one_epoch
 from convattn.classify.model import FashionCNN
 from convattn.classify.presets import HOMEWORK
-from convattn.classify.loop import MEMORY_FORMAT, CudaGraphStep, evaluate, train_one_epoch
 from convattn.classify.stacked import StackedCNN
-from convattn.common.progress import progress
 from convattn.common.errors import UserError
+from convattn.common.progress import progress
 from convattn.common.runtime import choose_device
 from convattn.data.fashion_mnist import load_fashion_mnist
 

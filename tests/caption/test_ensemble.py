@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from convattn.caption import experiment
-from convattn.caption.search import beam_search, greedy
 from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention, TransformerDecoder
 from convattn.caption.ensemble import SeedEnsemble, load_ensemble
 from convattn.caption.presets import PRESETS
+from convattn.caption.search import beam_search, greedy
 from convattn.cli import main
 from convattn.common.errors import UserError
 from convattn.data.captions import END_ID, START_ID

@@ -8,12 +8,12 @@ import torch
 from convattn.caption import run
 from convattn.caption.checkpoint import load_decoder
 from convattn.caption.data import Data
-from convattn.caption.search import beam_search
 from convattn.caption.decoders import build_decoder
 from convattn.caption.encoders import EncoderSpec
 from convattn.caption.inference import caption_split
 from convattn.caption.presets import PRESETS
 from convattn.caption.rerank import ConsensusReranker, pick, reranker_for
+from convattn.caption.search import beam_search
 from convattn.common.errors import UserError
 from convattn.data.captions import load_dataset
 
@@ -72,7 +72,7 @@ def test_a_run_scores_its_reranked_captions(tiny, tmp_path):
     result = run.train_run("attention", 42, tiny, config, spec, tmp_path, torch.device("cpu"), quiet=True)
     decoder, _ = load_decoder(run.run_dir(tmp_path, "blocks", "attention", 42) / "model.pt", "cpu")
     expected = caption_split(decoder, tiny, "test", tiny.max_len, 3, reranker=reranker_for(tiny, 2))
-    assert [result["captions"][im.name] for im in tiny.splits["test"]] == [" ".join(w) for w in expected]
+    assert [result.captions[im.name] for im in tiny.splits["test"]] == [" ".join(w) for w in expected]
 
 
 def test_rerank_needs_a_beam():

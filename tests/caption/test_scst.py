@@ -9,11 +9,12 @@ from pycocoevalcap.cider.cider import Cider
 
 from convattn.caption import run, scst
 from convattn.caption.data import Data
-from convattn.caption.search import greedy, sample
 from convattn.caption.decoders import MODELS, build_decoder
 from convattn.caption.encoders import EncoderSpec
 from convattn.caption.presets import PRESETS
+from convattn.caption.result import RunResult
 from convattn.caption.reward import CiderD
+from convattn.caption.search import greedy, sample
 from convattn.data.captions import END_ID, PAD_ID, START_ID, load_dataset
 from interrupt import interrupt_at_epoch
 
@@ -180,8 +181,8 @@ def _train_run(tiny, config, out):
 def test_a_run_stopped_in_either_stage_resumes_to_the_same_numbers(tiny, tmp_path, monkeypatch, stop_epoch):
     config = SMALL.replace(epochs=2, scst_epochs=2, scst_batch_size=8, scst_samples=3)
     straight = _train_run(tiny, config, tmp_path / "straight")
-    assert len(straight["val_bleu4"]) == 4 and len(straight["scst_reward"]) == 2
-    assert len(straight["val_cider"]) == 4 and len(straight["train_loss"]) == 2
+    assert len(straight.val_bleu4) == 4 and len(straight.scst_reward) == 2
+    assert len(straight.val_cider) == 4 and len(straight.train_loss) == 2
 
     with monkeypatch.context() as patch:
         interrupt_at_epoch(patch, scst, "scst_epoch", stop_epoch)
@@ -194,15 +195,18 @@ def test_a_run_stopped_in_either_stage_resumes_to_the_same_numbers(tiny, tmp_pat
     resumed = _train_run(tiny, config, tmp_path / "stopped")
     for key in ("train_loss", "val_bleu4", "scst_reward", "val_cider", "test_bleu4", "test_bleu4_best",
                 "best_epoch", "cider", "captions", "before_scst"):
-        assert resumed[key] == straight[key], key
+        assert getattr(resumed, key) == getattr(straight, key), key
     # the cross-entropy model's test scores, recorded before the self-critical stage
-    before = straight["before_scst"]
+    before = straight.before_scst
     assert set(before) == {"coco", "test_bleu4", "cider_per_image"}
-    assert len(before["cider_per_image"]) == len(straight["cider_per_image"]) == len(straight["captions"])
+    assert len(before["cider_per_image"]) == len(straight.cider_per_image) == len(straight.captions)
     assert before["coco"]["cider"] == pytest.approx(np.mean(before["cider_per_image"]))
 
 
 def test_without_scst_a_run_records_what_it_did_before(tiny, tmp_path):
     result = _train_run(tiny, SMALL.replace(epochs=2), tmp_path)
-    assert "scst_reward" not in result and "before_scst" not in result
-    assert len(result["val_bleu4"]) == len(result["val_cider"]) == len(result["train_loss"]) == 2
+    assert result.scst_reward is None and result.before_scst is None
+    stored = result.to_dict()  # result.json: the optional parts only where the run has them
+    assert "scst_reward" not in stored and "before_scst" not in stored and "meteor" in stored
+    assert RunResult.from_dict(stored) == result
+    assert len(result.val_bleu4) == len(result.val_cider) == len(result.train_loss) == 2

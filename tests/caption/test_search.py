@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from convattn.caption.search import beam_search, greedy, reorder_state
 from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention, TransformerDecoder
+from convattn.caption.search import beam_search, greedy, reorder_state
 from convattn.data.captions import END_ID, PAD_ID
 
 B, R, C, V = 5, 4, 16, 12

@@ -23,8 +23,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from convattn.caption.checkpoint import model_checkpoint
-from convattn.caption.decoders import build_decoder
 from convattn.caption.data import Data
+from convattn.caption.decoders import build_decoder
 from convattn.caption.encoders import EncoderSpec
 from convattn.caption.features import dataset_features
 from convattn.caption.presets import PRESETS

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from nltk.translate.bleu_score import sentence_bleu
 from PIL import Image
 
-from convattn.caption.search import greedy
 from convattn.caption.encoders import load_image
 from convattn.caption.features import cache_precision
+from convattn.caption.search import greedy
 from convattn.data.captions import SPECIALS, Vocabulary
 from convattn.serve import app as app_module
 from convattn.serve.app import create_app

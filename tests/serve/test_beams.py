@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from convattn.caption.search import beam_search, greedy
 from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention
+from convattn.caption.search import beam_search, greedy
 from convattn.data.captions import END_ID
 
 B, R, C, V = 4, 6, 16, 12

@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from convattn.caption import metrics
+from convattn.caption.result import RunResult
 from convattn.common import io
 from convattn.common.errors import UserError
 
 
-def compare(no_attention: list[dict], attention: list[dict], samples: int) -> dict:
+def compare(no_attention: list[RunResult], attention: list[RunResult], samples: int) -> dict:
     """Paired bootstrap over test images of (attention - no attention) BLEU-4, each image's
     score averaged over seeds first (so the interval covers image sampling, not seeds)."""
-    a = np.mean([r["test_bleu4_per_image"] for r in no_attention], axis=0)
-    b = np.mean([r["test_bleu4_per_image"] for r in attention], axis=0)
+    a = np.mean([r.test_bleu4_per_image for r in no_attention], axis=0)
+    b = np.mean([r.test_bleu4_per_image for r in attention], axis=0)
     out = metrics.paired_bootstrap(a, b, samples=samples)
     out.update(metric="bleu4", pair="attention - no_attention",
                seeds=len(attention), per_image="mean over seeds")
@@ -35,15 +36,15 @@ def compare_pairs(results: dict, samples: int) -> list[dict]:
     (as in `compare`). Each run's per-image CIDEr-D (metrics.all_metrics) is scored against
     the test references with idf over the whole test split, so its mean is the run's CIDEr-D."""
 
-    def per_image(run: dict, metric: str) -> list[float]:
+    def per_image(run: RunResult, metric: str) -> list[float]:
         if metric == "bleu4":
-            return run["test_bleu4_per_image"]
+            return run.test_bleu4_per_image
         if metric == "cider_before_scst":  # the cross-entropy models, before self-critical training
-            return run["before_scst"]["cider_per_image"]
-        return run["cider_per_image"]
+            return run.before_scst["cider_per_image"]
+        return run.cider_per_image
 
     compared = ("bleu4", "cider")
-    if all("before_scst" in r for runs_of_m in results.values() for r in runs_of_m):
+    if all(r.before_scst is not None for runs_of_m in results.values() for r in runs_of_m):
         compared += ("cider_before_scst",)
     scores = {(m, metric): np.mean([per_image(r, metric) for r in runs_of_m], axis=0)
               for m, runs_of_m in results.items() for metric in compared}

@@ -30,6 +30,7 @@ from convattn.caption.features import dataset_features
 from convattn.caption.inference import caption_images
 from convattn.caption.presets import STUDY_SHOWN, CaptionConfig
 from convattn.caption.rerank import reranker_for
+from convattn.caption.result import RunResult
 from convattn.caption.run import run_dir, train_run
 from convattn.common import distributed, io, runs
 from convattn.common.errors import UserError
@@ -49,7 +50,6 @@ SCALARS = ("test_bleu4", "test_bleu4_best", "best_val_bleu4", "final_val_bleu4",
            "rouge_l", "meteor", "bleu1", "bleu2", "bleu3", "corpus_bleu4", "seconds")
 COCO = ("bleu1", "bleu2", "bleu3", "bleu4", "cider", "rouge_l", "meteor")
 BORDER = ("border_mass", "border_area_share", "border_ratio", "sentinel_weight")
-SCST = ("scst_reward",)  # per self-critical epoch, in runs with --scst-epochs
 EPOCHS = ("train_loss", "val_bleu4", "val_cider", "test_cider", "test_coco_bleu4")  # per epoch
 
 
@@ -157,7 +157,7 @@ def train_in_processes(config: CaptionConfig, tasks: list[tuple[str, int]], jobs
     log(f"training {len(tasks)} runs in {jobs} processes, {config.threads} torch thread(s) each")
     work = [(config, model, seed, *where) for model, seed in tasks]
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        return {(result["model"], result["seed"]): result
+        return {(result.model, result.seed): result
                 for result in pool.imap_unordered(_train_run_in_worker, work)}
 
 
@@ -211,75 +211,75 @@ def shown_rows(images: list[CaptionImage], generated: dict, dataset: CaptionData
 
 def layer_scores(trained: dict) -> dict:
     """One candidate layer of --feature-layer auto: each model's first-seed scores."""
-    scores = {m: {k: results[0][k] for k in ("final_val_bleu4", "best_val_bleu4", "test_bleu4")}
+    scores = {m: {k: getattr(results[0], k) for k in ("final_val_bleu4", "best_val_bleu4", "test_bleu4")}
               for m, results in trained.items()}
     scores["mean_final_val_bleu4"] = float(np.mean([s["final_val_bleu4"] for s in scores.values()]))
     return scores
 
 
-def _flat(result: dict) -> dict:
+def _flat(result: RunResult) -> dict:
     """One run's scalar metrics under the names summary.json uses."""
-    out = {k: result.get(k) for k in ("test_bleu4", "test_bleu4_best", "best_val_bleu4",
-                                      "final_val_bleu4", "cider", "rouge_l", "meteor", "seconds")}
-    cb = result["corpus_bleu"]
+    out = {k: getattr(result, k) for k in ("test_bleu4", "test_bleu4_best", "best_val_bleu4",
+                                           "final_val_bleu4", "cider", "rouge_l", "meteor", "seconds")}
+    cb = result.corpus_bleu
     out.update(bleu1=cb["bleu1"], bleu2=cb["bleu2"], bleu3=cb["bleu3"], corpus_bleu4=cb["bleu4"])
     return out
 
 
-def summarise_model(results: list[dict]) -> dict:
+def summarise_model(results: list[RunResult]) -> dict:
     """The first seed's run in full (the study's seed), every seed's scalars, mean and std."""
     first = results[0]
-    out = {k: first[k] for k in ("train_loss", "val_bleu4", "test_bleu4", "test_bleu4_best",
-                                 "best_epoch", "best_val_bleu4", "final_val_bleu4",
-                                 "corpus_bleu", "cider", "rouge_l", "meteor", "seconds")}
-    out["seed"] = first["seed"]
-    out["seeds"] = [{"seed": r["seed"], "best_epoch": r["best_epoch"], "selected_by": r.get("selected_by"),
-                     **_flat(r), "coco": r["coco"],
-                     **{k: r[k] for k in EPOCHS},
-                     **{k: r[k] for k in BORDER + SCST if k in r}} for r in results]
+    out = {k: getattr(first, k) for k in ("train_loss", "val_bleu4", "test_bleu4", "test_bleu4_best",
+                                          "best_epoch", "best_val_bleu4", "final_val_bleu4",
+                                          "corpus_bleu", "cider", "rouge_l", "meteor", "seconds")}
+    out["seed"] = first.seed
+    out["seeds"] = [{"seed": r.seed, "best_epoch": r.best_epoch, "selected_by": r.selected_by,
+                     **_flat(r), "coco": r.coco, **{k: getattr(r, k) for k in EPOCHS},
+                     **{k: getattr(r, k) for k in (*BORDER, "scst_reward") if getattr(r, k) is not None}}
+                    for r in results]
     for name in SCALARS:
         mean, std = metrics.mean_std([_flat(r)[name] for r in results])
         out[f"{name}_mean"], out[f"{name}_std"] = mean, std
-    out["seconds_total"] = sum(r["seconds"] for r in results)
+    out["seconds_total"] = sum(r.seconds for r in results)
     # the coco-caption metrics papers report, {mean, std} over seeds
     out["coco"] = {}
     for name in COCO:
-        mean, std = metrics.mean_std([r["coco"][name] for r in results])
+        mean, std = metrics.mean_std([r.coco[name] for r in results])
         out["coco"][name] = {"mean": mean, "std": std}
-    out["val_cider"] = first["val_cider"]
+    out["val_cider"] = first.val_cider
     out["as_published"] = as_published(results)
     # each test image's CIDEr-D, mean over seeds: what a paired bootstrap between two
     # experiments (two recipes on the same test split) needs (compare_summaries)
-    out["cider_per_image"] = np.mean([r["cider_per_image"] for r in results], axis=0).tolist()
-    if "scst_reward" in first:  # self-critical epochs: per epoch, mean sampled reward
-        out["scst_reward"] = first["scst_reward"]
-    if "before_scst" in first:  # the same runs' cross-entropy models, before the self-critical stage
+    out["cider_per_image"] = np.mean([r.cider_per_image for r in results], axis=0).tolist()
+    if first.scst_reward is not None:  # self-critical epochs: per epoch, mean sampled reward
+        out["scst_reward"] = first.scst_reward
+    if first.before_scst is not None:  # the same runs' cross-entropy models, before the self-critical stage
         out["before_scst"] = {"coco": {}}
         for name in COCO[:-1]:  # no METEOR
-            mean, std = metrics.mean_std([r["before_scst"]["coco"][name] for r in results])
+            mean, std = metrics.mean_std([r.before_scst["coco"][name] for r in results])
             out["before_scst"]["coco"][name] = {"mean": mean, "std": std}
-        mean, std = metrics.mean_std([r["before_scst"]["test_bleu4"] for r in results])
+        mean, std = metrics.mean_std([r.before_scst["test_bleu4"] for r in results])
         out["before_scst"]["test_bleu4"] = {"mean": mean, "std": std}
         # paired bootstrap over test images of (after - before) CIDEr-D, seeds averaged per image
-        before = np.mean([r["before_scst"]["cider_per_image"] for r in results], axis=0)
-        after = np.mean([r["cider_per_image"] for r in results], axis=0)
+        before = np.mean([r.before_scst["cider_per_image"] for r in results], axis=0)
+        after = np.mean([r.cider_per_image for r in results], axis=0)
         out["before_scst"]["scst_gain"] = {"metric": "cider", **metrics.paired_bootstrap(before, after)}
-    if "border_mass" in first:  # attention decoders: outer-ring attention, mean over seeds
-        out["border_mass"], out["border_mass_std"] = metrics.mean_std([r["border_mass"] for r in results])
-        out["border_area_share"] = first["border_area_share"]
+    if first.has_attention_maps:  # attention decoders: outer-ring attention, mean over seeds
+        out["border_mass"], out["border_mass_std"] = metrics.mean_std([r.border_mass for r in results])
+        out["border_area_share"] = first.border_area_share
         out["border_ratio"] = out["border_mass"] / out["border_area_share"]
-        out["sentinel_weight"], _ = metrics.mean_std([r["sentinel_weight"] for r in results])
+        out["sentinel_weight"], _ = metrics.mean_std([r.sentinel_weight for r in results])
     return out
 
 
-def as_published(results: list[dict]) -> dict:
+def as_published(results: list[RunResult]) -> dict:
     """The same runs scored the way the top papers select: the epoch and the seed with the
     best test CIDEr-D (each epoch's test captions decoded as the run decodes them). A
     reader's measure of how much of a published gap is protocol; it chooses nothing."""
-    seed, epoch, cider = max(((r["seed"], e, c) for r in results for e, c in enumerate(r["test_cider"])),
+    seed, epoch, cider = max(((r.seed, e, c) for r in results for e, c in enumerate(r.test_cider)),
                              key=lambda t: t[2])
-    run = next(r for r in results if r["seed"] == seed)
-    return {"cider": cider, "bleu4": run["test_coco_bleu4"][epoch], "seed": seed, "epoch": epoch + 1,
+    run = next(r for r in results if r.seed == seed)
+    return {"cider": cider, "bleu4": run.test_coco_bleu4[epoch], "seed": seed, "epoch": epoch + 1,
             "rule": "the epoch and seed with the best test CIDEr-D (coco BLEU-4 of that epoch)"}
 
 
@@ -288,5 +288,5 @@ def captions_by_image(data: Data, results: dict) -> dict:
     out = {}
     for im in data.splits["test"]:
         out[im.name] = {"filename": im.filename, "references": [" ".join(c) for c in im.captions],
-                        **{m: r[0]["captions"][im.name] for m, r in results.items()}}
+                        **{m: r[0].captions[im.name] for m, r in results.items()}}
     return out

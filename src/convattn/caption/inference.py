@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from convattn.caption.data import Data
-from convattn.caption.search import beam_search, greedy
 from convattn.caption.encoders import EncoderSpec, build_encoder, load_image
 from convattn.caption.features import cache_precision, channels_last
 from convattn.caption.rerank import pick
+from convattn.caption.search import beam_search, greedy
 from convattn.data.captions import END_ID, CaptionImage
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from convattn.caption.decoders import MODELS
-from convattn.caption.regions import FEATURE_NORMS, OUTER_RING
 from convattn.caption.encoders import DEFAULT_ENCODER, DEFAULT_LAYER, ENCODER_LAYERS
+from convattn.caption.regions import FEATURE_NORMS, OUTER_RING
 from convattn.caption.scst import BASELINES as SCST_BASELINES
 from convattn.common.config import Config, option, require
 

@@ -35,13 +35,12 @@ from convattn.caption.inference import caption_split
 from convattn.caption.loop import train_one_epoch
 from convattn.caption.presets import CaptionConfig
 from convattn.caption.rerank import reranker_for
+from convattn.caption.result import HISTORY, RunResult
 from convattn.common import distributed, io, runs
 from convattn.common.config import require
 from convattn.common.progress import log
 from convattn.common.runtime import seed_everything
 
-# what a run records after every epoch (self-critical epochs add "scst_reward")
-HISTORY = ("train_loss", "val_bleu4", "val_cider", "test_cider", "test_coco_bleu4", "epoch_seconds")
 
 
 def run_dir(out_dir, layer: str, model: str, seed: int) -> Path:
@@ -59,9 +58,9 @@ def run_key(config: CaptionConfig, model: str, seed: int, spec: EncoderSpec, dat
 
 
 def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: EncoderSpec, out_dir,
-              device, policy: str = "resume", quiet: bool = False) -> dict:
-    """Train one decoder with one seed, or take its finished run from the store -> its result
-    (result.json's content). The run's decoder is its model.pt (checkpoint.load_decoder)."""
+              device, policy: str = "resume", quiet: bool = False) -> RunResult:
+    """Train one decoder with one seed, or take its finished run from the store -> its result.
+    The run's decoder is its model.pt (checkpoint.load_decoder)."""
     folder = run_dir(out_dir, spec.layer, model, seed)
     label, key = f"{model} seed {seed}", run_key(config, model, seed, spec, data)
     # the SCST loop samples through the decoder's steps, which DistributedDataParallel cannot see
@@ -75,7 +74,7 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     if state is not None and state["status"] in runs.FINISHED:
         if config.rerank and distributed.is_main():  # a model.pt from before it carried the reranker
             add_reranker(folder / "model.pt", data, config.rerank)
-        return state["result"]
+        return RunResult.from_dict(state["result"])
     decoder = build_decoder(model, len(data.vocab), data.feature_dim, config, data.grid).to(device)
     # fused: one kernel for all parameters instead of a dozen small ops each (8% of a step)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, fused=True)
@@ -127,21 +126,21 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     io.save_checkpoint(folder / "model.pt", model_checkpoint(decoder, model, data.vocab.words, data.max_len,
                                                              data.grid, spec, config,
                                                              reranker_for(data, config.rerank)))
-    result = evaluate(decoder, best, data, config, max_steps)
-    result.update(model=model, seed=seed, config=key, final_val_bleu4=history["val_bleu4"][-1],
-                  best_val_bleu4=history["val_bleu4"][best["epoch"] - 1],
-                  best_val_cider=history["val_cider"][best["epoch"] - 1],
-                  **{name: history[name] for name in (*HISTORY, "scst_reward", "before_scst")
-                     if name in history},
-                  seconds=sum(history["epoch_seconds"]) + time.perf_counter() - t0)
+    result = RunResult(model=model, seed=seed, config=key, **evaluate(decoder, best, data, config, max_steps),
+                       final_val_bleu4=history["val_bleu4"][-1],
+                       best_val_bleu4=history["val_bleu4"][best["epoch"] - 1],
+                       best_val_cider=history["val_cider"][best["epoch"] - 1],
+                       **{name: history[name] for name in (*HISTORY, "scst_reward", "before_scst")
+                          if name in history},
+                       seconds=sum(history["epoch_seconds"]) + time.perf_counter() - t0)
     runs.save_state(folder / "checkpoint.pt", key=key, epoch=config.epochs + config.scst_epochs,
                     status="finished", history=history, model=decoder, optimizer=optimizer, best=best,
-                    result=result)
-    io.write_json(folder / "result.json", result)
-    border = (f", outer-ring attention {result['border_mass']:.3f} ({result['border_ratio']:.2f}x its area)"
-              if "border_mass" in result else "")
-    log(f"{label}: test bleu4 {result['test_bleu4']:.4f} (best-by-val {result['test_bleu4_best']:.4f}), "
-        f"CIDEr {result['cider']:.3f}{border}, {result['seconds']:.0f} s")
+                    result=result.to_dict())
+    io.write_json(folder / "result.json", result.to_dict())
+    border = (f", outer-ring attention {result.border_mass:.3f} ({result.border_ratio:.2f}x its area)"
+              if result.has_attention_maps else "")
+    log(f"{label}: test bleu4 {result.test_bleu4:.4f} (best-by-val {result.test_bleu4_best:.4f}), "
+        f"CIDEr {result.cider:.3f}{border}, {result.seconds:.0f} s")
     return distributed.broadcast(result)
 
 
@@ -191,7 +190,7 @@ def test_scores(decoder, data: Data, config: CaptionConfig, max_steps: int) -> d
 
 
 def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: int) -> dict:
-    """Test scores of the final decoder (every metric, the coco-caption set under "coco",
+    """RunResult's test fields: test scores of the final decoder (every metric, the coco-caption set under "coco",
     and for an attention decoder its outer-ring attention, metrics.border_mass) and of the
     best-by-validation one (the study's bleu4)."""
     references = data.references("test")

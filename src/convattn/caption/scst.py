@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from convattn.caption.data import Data
-from convattn.caption.search import greedy, sample
 from convattn.caption.reward import CiderD
+from convattn.caption.search import greedy, sample
 from convattn.common.progress import progress
 from convattn.data.captions import END_ID
 
