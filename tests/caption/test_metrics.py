@@ -115,7 +115,7 @@ def test_border_mass_leaves_the_sentinel_out():
 
 def test_coco_metrics():
     refs = [[REF, "a cat sits on the mat".split()], [["a", "dog", "runs"]]]
-    perfect = metrics.all_metrics(refs, [REF, ["a", "dog", "runs"]], with_meteor=False)["coco"]
+    perfect = metrics.all_metrics(refs, [REF, ["a", "dog", "runs"]])["coco"]
     assert set(perfect) == {"bleu1", "bleu2", "bleu3", "bleu4", "cider", "rouge_l", "meteor"}
     assert perfect["bleu1"] == pytest.approx(1.0) and perfect["rouge_l"] == pytest.approx(1.0)
     assert perfect["meteor"] is None
@@ -127,7 +127,10 @@ def test_coco_metrics():
 def test_meteor_scorer_is_reused_and_gives_the_same_score_each_time():
     refs = [[["a", "river", "with", "green", "waters"], ["a", "green", "river"]]]
     good, bad = [["a", "green", "river"]], [["many", "white", "buildings"]]
-    first = metrics.meteor(refs, good)
-    scorer = metrics._meteor_scorer
-    assert first is not None and metrics.meteor(refs, bad) < first
-    assert metrics.meteor(refs, good) == first and metrics._meteor_scorer is scorer
+    with metrics.MeteorScorer() as meteor:
+        first = meteor.score(refs, good)
+        process = meteor._process
+        assert first is not None and meteor.score(refs, bad) < first
+        assert meteor.score(refs, good) == first and meteor._process is process
+    assert meteor._process is None and process.meteor_p.poll() is not None  # stopped with the block
+    assert metrics.all_metrics(refs, good)["coco"]["meteor"] is None  # no scorer, no METEOR

@@ -99,11 +99,11 @@ def score_ensemble(spec: str, device, data_dir=None, images_dir=None) -> dict:
     config, steps = summary["config"], max_steps(ckpt)
     reranker, beam = reranker_for(data, config.get("rerank", 0)), config.get("beam", 1)
     scores = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), metrics.MeteorScorer() as meteor:
         for split in ("val", "test"):
             hyps = caption_split(decoder, data, split, steps, beam, reranker=reranker)
             scores[split] = metrics.all_metrics(data.references(split), hyps,
-                                                with_meteor=split == "test" and config.get("meteor", True))
+                                                meteor if split == "test" and config.get("meteor", True) else None)
         # each seed alone, decoded the same way (the runs' own validation scores are greedy)
         seeds_val = [metrics.cider(data.references("val"), caption_split(load_decoder(path, device)[0], data, "val",
                                                                           steps, beam, reranker=reranker))

@@ -83,7 +83,9 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
             done = train_in_processes(config, sorted(tasks, key=lambda t: t[0] == "no_attention"), jobs,
                                       (data_dir, images_dir, spec, out_dir, policy))
         else:
-            done = {(m, s): train_run(m, s, data, config, spec, out_dir, device, policy, quiet) for m, s in tasks}
+            with metrics.MeteorScorer() as meteor:  # one Java process for every run here
+                done = {(m, s): train_run(m, s, data, config, spec, out_dir, device, policy, quiet, meteor)
+                        for m, s in tasks}
         return spec, data, {m: [done[(m, s)] for s in seed_list] for m in config.models}
 
     with torch_threads(config.threads if device.type == "cpu" else 0):
@@ -169,8 +171,9 @@ def _train_run_in_worker(task: tuple) -> dict:
     cpu = torch.device("cpu")
     dataset = load_dataset(data_dir, images_dir)
     features, grid, _ = dataset_features(dataset, spec, cpu, quiet=True)
-    return train_run(model, seed, Data(dataset, features, grid, cpu), config, spec, out_dir, cpu, policy,
-                     quiet=True)
+    with metrics.MeteorScorer() as meteor:
+        return train_run(model, seed, Data(dataset, features, grid, cpu), config, spec, out_dir, cpu, policy,
+                         quiet=True, meteor=meteor)
 
 
 def choose_shown(dataset: CaptionDataset, show) -> list[CaptionImage]:

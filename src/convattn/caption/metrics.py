@@ -27,7 +27,6 @@ over a second on a 2-core machine, paid only where BLEU is computed.
 
 from __future__ import annotations
 
-import atexit
 import math
 import shutil
 import warnings
@@ -123,49 +122,54 @@ def border_mass(alphas: list[np.ndarray], grid) -> dict:
             "sentinel_weight": float(np.mean(1.0 - on_image)), "tokens": int(len(share))}
 
 
-_meteor_scorer = None  # one Java process per Python process: starting one takes seconds
+class MeteorScorer:
+    """METEOR 1.5 through one Java process, started on the first score (starting one takes
+    seconds) and kept for the later ones; `close` (or the end of a `with` block) stops it.
+    score() is None when Java is absent or the scorer fails: METEOR is optional."""
+
+    def __init__(self):
+        self._process = None
+
+    def score(self, references, hypotheses) -> float | None:
+        if shutil.which("java") is None:
+            return None
+        try:
+            if self._process is None:
+                self._process = Meteor()
+            value, _ = self._process.compute_score(*_coco_inputs(references, hypotheses))
+            return float(value)
+        except Exception:  # a broken Java install must not lose a finished training run
+            self.close()  # a scorer in an unknown state is not reused
+            return None
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.meteor_p.kill()
+            process.meteor_p.wait()
+            for stream in (process.meteor_p.stdin, process.meteor_p.stdout, process.meteor_p.stderr):
+                stream.close()
+
+    def __enter__(self) -> MeteorScorer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def _close_meteor() -> None:
-    global _meteor_scorer
-    scorer, _meteor_scorer = _meteor_scorer, None
-    if scorer is not None:
-        scorer.meteor_p.kill()
-        scorer.meteor_p.wait()
-        for stream in (scorer.meteor_p.stdin, scorer.meteor_p.stdout, scorer.meteor_p.stderr):
-            stream.close()
-
-
-def meteor(references, hypotheses) -> float | None:
-    """METEOR 1.5, or None when Java is absent or the scorer fails (it is optional). The
-    Java scorer starts on the first call and serves every later one (closed at exit)."""
-    global _meteor_scorer
-    if shutil.which("java") is None:
-        return None
-    try:
-        if _meteor_scorer is None:
-            _meteor_scorer = Meteor()
-            atexit.register(_close_meteor)
-        score, _ = _meteor_scorer.compute_score(*_coco_inputs(references, hypotheses))
-        return float(score)
-    except Exception:  # a broken Java install must not lose a finished training run
-        _close_meteor()  # a scorer in an unknown state is not reused
-        return None
-
-
-def all_metrics(references, hypotheses, with_meteor: bool = True) -> dict:
+def all_metrics(references, hypotheses, meteor: MeteorScorer | None = None) -> dict:
     """Every metric of one set of captions, each scorer run once: the study's bleu4 and its
-    per-image values, corpus BLEU, CIDEr-D and its per-image values, ROUGE-L, METEOR (with
-    with_meteor; None without Java) and under "coco" the coco-caption set papers report
-    (BLEU-1..4, CIDEr-D, ROUGE-L, METEOR; meteor None without with_meteor)."""
+    per-image values, corpus BLEU, CIDEr-D and its per-image values, ROUGE-L, METEOR (by
+    `meteor`; None without Java) and under "coco" the coco-caption set papers report
+    (BLEU-1..4, CIDEr-D, ROUGE-L, METEOR; meteor None without a scorer)."""
     bleu4_images = bleu4_per_image(references, hypotheses)
     cider_images = cider_per_image(references, hypotheses)
     out = {"bleu4": float(np.mean(bleu4_images)), "bleu4_per_image": bleu4_images,
            "corpus_bleu": corpus_bleu(references, hypotheses),
            "cider": float(np.mean(cider_images)), "cider_per_image": cider_images,
            "rouge_l": rouge_l(references, hypotheses)}
-    if with_meteor:
-        out["meteor"] = meteor(references, hypotheses)
+    if meteor is not None:
+        out["meteor"] = meteor.score(references, hypotheses)
     out["coco"] = {**coco_bleu(references, hypotheses), "cider": out["cider"], "rouge_l": out["rouge_l"],
                    "meteor": out.get("meteor")}
     return out

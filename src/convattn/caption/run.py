@@ -58,9 +58,11 @@ def run_key(config: CaptionConfig, model: str, seed: int, spec: EncoderSpec, dat
 
 
 def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: EncoderSpec, out_dir,
-              device, policy: str = "resume", quiet: bool = False) -> RunResult:
+              device, policy: str = "resume", quiet: bool = False,
+              meteor: metrics.MeteorScorer | None = None) -> RunResult:
     """Train one decoder with one seed, or take its finished run from the store -> its result.
-    The run's decoder is its model.pt (checkpoint.load_decoder)."""
+    The run's decoder is its model.pt (checkpoint.load_decoder). `meteor`: the scorer to
+    share between runs (with config.meteor; else the run starts its own)."""
     folder = run_dir(out_dir, spec.layer, model, seed)
     label, key = f"{model} seed {seed}", run_key(config, model, seed, spec, data)
     # the SCST loop samples through the decoder's steps, which DistributedDataParallel cannot see
@@ -126,7 +128,7 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     io.save_checkpoint(folder / "model.pt", model_checkpoint(decoder, model, data.vocab.words, data.max_len,
                                                              data.grid, spec, config,
                                                              reranker_for(data, config.rerank)))
-    result = RunResult(model=model, seed=seed, config=key, **evaluate(decoder, best, data, config, max_steps),
+    result = RunResult(model=model, seed=seed, config=key, **evaluate(decoder, best, data, config, max_steps, meteor),
                        final_val_bleu4=history["val_bleu4"][-1],
                        best_val_bleu4=history["val_bleu4"][best["epoch"] - 1],
                        best_val_cider=history["val_cider"][best["epoch"] - 1],
@@ -185,11 +187,12 @@ def test_scores(decoder, data: Data, config: CaptionConfig, max_steps: int) -> d
     references = data.references("test")
     hyps = caption_split(decoder, data, "test", max_steps, config.beam,
                          reranker=reranker_for(data, config.rerank))
-    test = metrics.all_metrics(references, hyps, with_meteor=False)
+    test = metrics.all_metrics(references, hyps)
     return {"coco": test["coco"], "test_bleu4": test["bleu4"], "cider_per_image": test["cider_per_image"]}
 
 
-def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: int) -> dict:
+def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: int,
+             meteor: metrics.MeteorScorer | None = None) -> dict:
     """RunResult's test fields: test scores of the final decoder (every metric, the coco-caption set under "coco",
     and for an attention decoder its outer-ring attention, metrics.border_mass) and of the
     best-by-validation one (the study's bleu4)."""
@@ -197,7 +200,11 @@ def evaluate(decoder, best: dict, data: Data, config: CaptionConfig, max_steps: 
     reranker = reranker_for(data, config.rerank)  # None: the beam's (or greedy) caption as it is
     hyps, alphas = caption_split(decoder, data, "test", max_steps, config.beam, with_alphas=True,
                                  reranker=reranker)
-    test = metrics.all_metrics(references, hyps, with_meteor=config.meteor)
+    if config.meteor and meteor is None:
+        with metrics.MeteorScorer() as own:
+            test = metrics.all_metrics(references, hyps, own)
+    else:
+        test = metrics.all_metrics(references, hyps, meteor if config.meteor else None)
     if config.select == "val_cider":  # the decoder is the chosen epoch's already
         test_best = test["bleu4"]
     else:
