@@ -6,9 +6,11 @@ A model.pt is one plain dict (tensors and Python values, never a pickled module)
     model        decoder name (a key of decoders.MODELS)
     vocab        the vocabulary's words, in id order
     max_len      the longest training caption, in tokens with <start> and <end>
-    feature_dim  channels of the region features it reads
+    feature_dim  channels of the region features it is fed (the cached ones: with tuned
+                 encoder blocks, their input's)
     grid         the training images' region grid [H', W']
-    encoder      {name, layer, image_size, weights}: how to compute its features
+    encoder      {name, layer, image_size, weights, tune}: how to compute its features (the
+                 decoder's state dict holds the `tune` top blocks it trained, encoders.TopBlocks)
     config       the CaptionConfig it was trained with, as a dict
     rerank       only for a run trained with --rerank N: ConsensusReranker.block(), i.e.
                  {neighbours: N, globals: the training images' L2-normalised mean region
@@ -22,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convattn.caption.data import Data
-from convattn.caption.decoders import MODELS, build_decoder
+from convattn.caption.decoders import MODELS, build_decoder, input_channels
 from convattn.caption.encoders import EncoderSpec
 from convattn.caption.presets import CaptionConfig
 from convattn.caption.rerank import ConsensusReranker, reranker_for
@@ -36,9 +38,9 @@ def model_checkpoint(decoder, model: str, vocab_words: list[str], max_len: int, 
     """The model.pt dict of a trained decoder (see the module's doc); with the run's
     `reranker` (--rerank N), also its block."""
     ckpt = {"decoder": decoder.state_dict(), "model": model, "vocab": list(vocab_words),
-            "max_len": max_len, "feature_dim": decoder.feature_dim, "grid": list(grid),
+            "max_len": max_len, "feature_dim": input_channels(decoder), "grid": list(grid),
             "encoder": {"name": spec.name, "layer": spec.layer, "image_size": spec.image_size,
-                        "weights": spec.weights},
+                        "weights": spec.weights, "tune": spec.tune},
             "config": config.to_dict()}
     if reranker is not None:
         ckpt["rerank"] = reranker.block()
@@ -71,7 +73,7 @@ def load_decoder(path, device) -> tuple:
                         "`convattn caption`)")
     config = CaptionConfig.from_dict(ckpt["config"])
     decoder = build_decoder(ckpt["model"], len(ckpt["vocab"]), ckpt["feature_dim"], config,
-                            ckpt.get("grid")).to(device)
+                            ckpt.get("grid"), encoder_spec(ckpt)).to(device)
     decoder.load_state_dict(ckpt["decoder"])
     decoder.eval()
     return decoder, ckpt
@@ -80,7 +82,7 @@ def load_decoder(path, device) -> tuple:
 def encoder_spec(ckpt: dict) -> EncoderSpec:
     """The encoder a model.pt's features came from."""
     enc = ckpt["encoder"]
-    return EncoderSpec(enc["name"], enc["layer"], enc["image_size"], enc["weights"])
+    return EncoderSpec(enc["name"], enc["layer"], enc["image_size"], enc["weights"], enc.get("tune", 0))
 
 
 def max_steps(ckpt: dict) -> int:

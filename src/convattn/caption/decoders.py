@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from convattn.caption.encoders import EncoderSpec, top_blocks
 from convattn.caption.regions import read_regions
 from convattn.caption.transformer import TransformerDecoder
 
@@ -87,7 +88,7 @@ class DecoderWithoutAttention(nn.Module):
 
     def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 100,
                  hidden_dim: int = 256, dropout: float = 0.5, feature_norm: str = "none",
-                 outer_ring: str = "keep", grid=None):
+                 outer_ring: str = "keep", grid=None, top: nn.Module | None = None):
         super().__init__()
         self.vocab_size, self.feature_dim = vocab_size, feature_dim
         self.feature_norm, self.outer_ring, self.grid = feature_norm, outer_ring, grid
@@ -98,6 +99,7 @@ class DecoderWithoutAttention(nn.Module):
         self.lstm = nn.LSTMCell(self._lstm_input_dim(), hidden_dim)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden_dim, vocab_size)
+        self.top = top  # the encoder's tuned top blocks (encoders.TopBlocks) or None
 
     def _lstm_input_dim(self) -> int:
         return self.embed_dim
@@ -112,7 +114,7 @@ class DecoderWithoutAttention(nn.Module):
     def read_regions(self, features: torch.Tensor, grid=None) -> torch.Tensor:
         """features [B, R, C] -> what the decoder reads [B, R, C] (regions.read_regions with
         this decoder's options; grid None: the training grid, or a square one)."""
-        return read_regions(features, self.outer_ring, self.feature_norm, grid or self.grid)
+        return read_regions(features, self.outer_ring, self.feature_norm, grid or self.grid, self.top)
 
     def init_state(self, memory: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (h0, c0), each [B, H], linear in the mean region feature."""
@@ -159,10 +161,11 @@ class DecoderWithAttention(DecoderWithoutAttention):
     def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 100,
                  hidden_dim: int = 256, dropout: float = 0.5, attention_dim: int = 100,
                  attention_act: str = "tanh", feature_norm: str = "none", outer_ring: str = "keep",
-                 grid=None, sentinel: bool = False):
+                 grid=None, sentinel: bool = False, top: nn.Module | None = None):
         self.attention_dim = attention_dim
         super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, dropout, feature_norm, outer_ring, grid)
         self.attention = Attention(feature_dim, hidden_dim, attention_dim, attention_act, sentinel)
+        self.top = top
 
     def _lstm_input_dim(self) -> int:
         return self.embed_dim + self.feature_dim
@@ -183,19 +186,33 @@ MODELS = {"no_attention": DecoderWithoutAttention, "attention": DecoderWithAtten
           "transformer": TransformerDecoder}
 
 
-def build_decoder(model: str, vocab_size: int, feature_dim: int, config, grid=None) -> nn.Module:
+def build_decoder(model: str, vocab_size: int, feature_dim: int, config, grid=None,
+                  spec: EncoderSpec | None = None) -> nn.Module:
     """`config` has embed_dim, hidden_dim, dropout, feature_norm, outer_ring, attention_dim,
     attention_act and sentinel (the LSTMs), model_dim, layers, heads and transformer_dropout
-    (the transformer); `grid` (H', W') is the training features' grid."""
+    (the transformer); `grid` (H', W') is the training features' grid and `feature_dim` their
+    channels. With `spec.tune` K > 0 the decoder owns the encoder's top K blocks (TopBlocks),
+    reads features of their input's channels, and its layers see their output's."""
     grid = None if grid is None else tuple(grid)
+    top = top_blocks(spec) if spec is not None else None
+    if top is not None:
+        if feature_dim != top.in_channels:
+            raise ValueError(f"features of {feature_dim} channels; the tuned blocks read {top.in_channels}")
+        feature_dim = top.out_channels
     if model == "transformer":
         return TransformerDecoder(vocab_size, feature_dim, model_dim=config.model_dim, layers=config.layers,
                                   heads=config.heads, dropout=config.transformer_dropout,
-                                  feature_norm=config.feature_norm, outer_ring=config.outer_ring, grid=grid)
+                                  feature_norm=config.feature_norm, outer_ring=config.outer_ring, grid=grid,
+                                  top=top)
     kwargs = dict(vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=config.embed_dim,
                   hidden_dim=config.hidden_dim, dropout=config.dropout, feature_norm=config.feature_norm,
-                  outer_ring=config.outer_ring, grid=grid)
+                  outer_ring=config.outer_ring, grid=grid, top=top)
     if model == "attention":
         kwargs.update(attention_dim=config.attention_dim, attention_act=config.attention_act,
                       sentinel=config.sentinel)
     return MODELS[model](**kwargs)
+
+
+def input_channels(decoder: nn.Module) -> int:
+    """Channels of the features a decoder is fed (the cached ones): its tuned blocks' input, else its own."""
+    return decoder.top.in_channels if decoder.top is not None else decoder.feature_dim

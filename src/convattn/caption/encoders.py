@@ -58,9 +58,11 @@ class EncoderSpec:
     layer: str = DEFAULT_LAYER[DEFAULT_ENCODER]
     image_size: int | None = None  # None: each image at its own size
     weights: str | None = None     # weights file (resnet18 only)
+    tune: int = 0                  # top blocks trained with the decoder (TopBlocks), not cached
 
     @property
     def channels(self) -> int:
+        """Channels of the layer's features (what a decoder reads, after any TopBlocks)."""
         return ENCODER_LAYERS[self.name][self.layer]
 
 
@@ -72,6 +74,21 @@ def check_spec(spec: EncoderSpec) -> None:
                         f"{', '.join(ENCODER_LAYERS[spec.name])}")
     if spec.image_size is not None and spec.image_size < 32:
         raise UserError(f"--image-size {spec.image_size}: images must be at least 32 pixels")
+    if spec.tune and not 0 < spec.tune <= tunable_blocks(spec.name):
+        most = tunable_blocks(spec.name)
+        raise UserError(f"--tune-blocks {spec.tune}: {spec.name} can tune at most {most} blocks (those "
+                        "after its last stride-2 block, so the grid stays the cached one)"
+                        + ("" if most else "; use --tune-blocks 0"))
+
+
+def tunable_blocks(name: str) -> int:
+    """How many top blocks of the encoder `name` can be tuned: the EfficientNet-Lite blocks
+    after the last one that halves the grid (4 of Lite0's 16, 5 of Lite2's 21); 0 for the others."""
+    if name not in LITE_WEIGHTS:
+        return 0
+    strides = [max(np.atleast_1d(b._block_args.stride))
+               for b in EfficientNet.from_name(name, image_size=None)._blocks]
+    return len(strides) - 1 - max(i for i, s in enumerate(strides) if s > 1)
 
 
 def weights_fingerprint(spec: EncoderSpec) -> str:
@@ -110,7 +127,8 @@ class EfficientNetLiteEncoder(nn.Module):
 
     MEAN, STD = 0.5, 0.5
 
-    def __init__(self, layer: str = DEFAULT_LAYER["efficientnet-lite0"], name: str = "efficientnet-lite0"):
+    def __init__(self, layer: str = DEFAULT_LAYER["efficientnet-lite0"], name: str = "efficientnet-lite0",
+                 tune: int = 0):
         super().__init__()
         # image_size=None selects TF-"SAME" padding computed from each input's own size
         net = EfficientNet.from_name(name, image_size=None)
@@ -118,7 +136,7 @@ class EfficientNetLiteEncoder(nn.Module):
                            weights_only=True)
         net.load_state_dict(state)
         net.eval()
-        self.layer = layer
+        self.layer, self.tune = layer, tune
         fold = fuse_conv_bn_eval
         self.stem = nn.Sequential(fold(net._conv_stem, net._bn0), nn.ReLU6())
         blocks = []
@@ -146,10 +164,13 @@ class EfficientNetLiteEncoder(nn.Module):
         return (images - self.MEAN) / self.STD
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, H, W] in [0, 1] -> [B, C, H/32, W/32] (rounded up; C = ENCODER_LAYERS)."""
+        """images [B, 3, H, W] in [0, 1] -> [B, C, H/32, W/32] (rounded up; C = ENCODER_LAYERS).
+        With `tune` K > 0: the input of the top K blocks (TopBlocks computes the rest)."""
         x = self.stem(self.normalise(images))
-        for block in self.blocks:
+        for block in self.blocks[:len(self.blocks) - self.tune]:
             x = block(x)
+        if self.tune:
+            return x
         return self.head(x) if self.layer == "head" else x
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
@@ -158,6 +179,42 @@ class EfficientNetLiteEncoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.classifier(self.head(x).mean((2, 3))).softmax(-1)
+
+
+class TopBlocks(nn.Module):
+    """The top K blocks of an EfficientNet-Lite (and its head for layer "head"), trained with
+    the decoder (partial fine-tuning): the cache holds the features below them (EncoderSpec.tune),
+    and every decoder passes its input through them (regions.read_regions). They start from the
+    ImageNet weights; batch norm stays folded into the convolutions: its statistics frozen at
+    ImageNet's, its scale and shift trained through the convolutions' weights and biases.
+
+    forward: features [B, R, C_in] on an (H', W') grid -> [B, R, C_out] on the same grid."""
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        # the pretrained weights need no randomness: building the network must not move the
+        # random stream, so that the decoder's own initialisation and dropout stay the same
+        with torch.random.fork_rng(devices=[]):
+            encoder = EfficientNetLiteEncoder(spec.layer, spec.name)
+        self.blocks = nn.ModuleList(encoder.blocks[len(encoder.blocks) - spec.tune:])
+        self.head = encoder.head if spec.layer == "head" else None
+        self.in_channels = self.blocks[0]._block_args.input_filters
+        self.out_channels = spec.channels
+        self.requires_grad_(True)
+
+    def forward(self, features: torch.Tensor, grid) -> torch.Tensor:
+        B, R, C = features.shape
+        x = features.transpose(1, 2).reshape(B, C, *grid)        # [B, C_in, H', W']
+        for block in self.blocks:
+            x = block(x)
+        if self.head is not None:
+            x = self.head(x)
+        return x.flatten(2).transpose(1, 2)                       # [B, R, C_out]
+
+
+def top_blocks(spec: EncoderSpec) -> TopBlocks | None:
+    """The blocks a decoder tunes for `spec` (its `tune` top blocks), or None when it tunes none."""
+    return TopBlocks(spec) if spec.tune else None
 
 
 class ResNet18Encoder(nn.Module):
@@ -195,7 +252,7 @@ class ResNet18Encoder(nn.Module):
 def build_encoder(spec: EncoderSpec) -> nn.Module:
     check_spec(spec)
     if spec.name in LITE_WEIGHTS:
-        return EfficientNetLiteEncoder(spec.layer, spec.name)
+        return EfficientNetLiteEncoder(spec.layer, spec.name, spec.tune)
     return ResNet18Encoder(spec.weights)
 
 

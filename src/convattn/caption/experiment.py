@@ -72,7 +72,7 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
 
     def train_layer(layer: str, seed_list):
         """-> spec, data, {model: [result per seed]} for one feature layer."""
-        spec = EncoderSpec(config.encoder, layer, config.image_size, config.encoder_weights)
+        spec = EncoderSpec(config.encoder, layer, config.image_size, config.encoder_weights, config.tune_blocks)
         check_spec(spec)
         features, grid, info = dataset_features(dataset, spec, device, quiet=quiet)
         timing["features"][layer] = info
@@ -116,7 +116,7 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
                     "images": {s: len(dataset.split(s)) for s in ("train", "val", "test")}},
         "vocab_size": len(data.vocab), "max_len": data.max_len,
         "encoder": {"name": spec.name, "layer": spec.layer, "channels": spec.channels,
-                    "image_size": spec.image_size, "grid": list(data.grid),
+                    "image_size": spec.image_size, "tune_blocks": spec.tune, "grid": list(data.grid),
                     "regions": data.grid[0] * data.grid[1]},
         "feature_layer": {"chosen": layer, "selected_by": "validation" if selection else "config",
                           **({"selection": selection} if selection else {"why": LAYER_NOTES.get(

@@ -52,7 +52,7 @@ def cache_precision(features: torch.Tensor) -> torch.Tensor:
 
 
 def cache_key(dataset: CaptionDataset, spec: EncoderSpec) -> dict:
-    return {
+    key = {
         "format": FORMAT_VERSION,
         "dataset": dataset.fingerprint,
         "encoder": spec.name,
@@ -60,6 +60,9 @@ def cache_key(dataset: CaptionDataset, spec: EncoderSpec) -> dict:
         "layer": spec.layer,
         "image_size": spec.image_size,
     }
+    if spec.tune:  # the features below the tuned blocks (a frozen encoder's key is unchanged)
+        key["tune"] = spec.tune
+    return key
 
 
 def cache_folder(key: dict) -> Path:

@@ -37,6 +37,13 @@ class CaptionConfig(Config):
                                 "head = 1280 channels, blocks = 320, 352 for lite2; resnet18: layer4), or auto: "
                                 "train one seed on each and keep the best on validation BLEU-4")
     image_size: int | None = option(None, "resize images to NxN first (unset: each at its own size)")
+    # partial fine-tuning (encoders.TopBlocks); 0 is the frozen encoder, the study's
+    tune_blocks: int = option(0, "train the encoder's top N blocks with the decoder, from the cached "
+                              "activations below them (EfficientNet-Lite: at most 4 for lite0, 5 for "
+                              "lite1 and lite2); 0 = frozen encoder", key="unless_default")
+    encoder_lr: float = option(1e-4, "Adam learning rate of the tuned encoder blocks (--tune-blocks); "
+                               "the self-critical stage scales it as --scst-lr scales --lr",
+                               key="unless_default")
     # decoders (docs/results.md, "What it measured"; the study's Q3.1a and Q3.1b)
     models: tuple[str, ...] = option(("no_attention", "attention"), "decoders to train (the study's "
                                      "two LSTMs by default; transformer: a Transformer decoder)",
@@ -126,6 +133,8 @@ class CaptionConfig(Config):
         require(self.model_dim % 4 == 0, self, "model_dim", "must be a multiple of 4")
         require(self.model_dim % self.heads == 0, self, "heads", f"must divide --model-dim {self.model_dim}")
         require(self.lr > 0, self, "lr", "must be positive")
+        require(self.tune_blocks >= 0, self, "tune_blocks", "must be at least 0 (0 = frozen encoder)")
+        require(self.encoder_lr > 0, self, "encoder_lr", "must be positive")
         require(self.grad_clip > 0, self, "grad_clip", "must be positive")
         require(self.scst_epochs >= 0, self, "scst_epochs", "must be at least 0 (0 = off)")
         require(self.scst_lr > 0, self, "scst_lr", "must be positive")

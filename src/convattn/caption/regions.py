@@ -50,10 +50,14 @@ def normalise_features(features: torch.Tensor, how: str) -> torch.Tensor:
     return features
 
 
-def read_regions(features: torch.Tensor, outer_ring: str, feature_norm: str, grid) -> torch.Tensor:
-    """features [B, R, C] on the (H', W') `grid` (None: square) -> what a decoder reads
-    [B, R, C]: the outer ring replaced (outer_ring="inward"), then each region rescaled
-    (feature_norm); as is by default."""
+def read_regions(features: torch.Tensor, outer_ring: str, feature_norm: str, grid,
+                 top: nn.Module | None = None) -> torch.Tensor:
+    """features [B, R, C_in] on the (H', W') `grid` (None: square) -> what a decoder reads
+    [B, R, C]: through the encoder's tuned top blocks (`top`, encoders.TopBlocks; C_in is then
+    the cached features' channels), the outer ring replaced (outer_ring="inward"), then each
+    region rescaled (feature_norm); as is by default."""
+    if top is not None:
+        features = top(features, grid_of(features.shape[1], grid))
     if outer_ring == "inward":
         features = replace_outer_ring(features, grid_of(features.shape[1], grid))
     return normalise_features(features, feature_norm)

@@ -77,9 +77,9 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
         if config.rerank and distributed.is_main():  # a model.pt from before it carried the reranker
             add_reranker(folder / "model.pt", data, config.rerank)
         return RunResult.from_dict(state["result"])
-    decoder = build_decoder(model, len(data.vocab), data.feature_dim, config, data.grid).to(device)
+    decoder = build_decoder(model, len(data.vocab), data.feature_dim, config, data.grid, spec).to(device)
     # fused: one kernel for all parameters instead of a dozen small ops each (8% of a step)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, fused=True)
+    optimizer = torch.optim.Adam(parameter_groups(decoder, config), lr=config.lr, fused=True)
     if state is not None:
         runs.restore(state, decoder, optimizer)
         distributed.restore_rng(state.get("rank_rng"))
@@ -144,6 +144,16 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
     log(f"{label}: test bleu4 {result.test_bleu4:.4f} (best-by-val {result.test_bleu4_best:.4f}), "
         f"CIDEr {result.cider:.3f}{border}, {result.seconds:.0f} s")
     return distributed.broadcast(result)
+
+
+def parameter_groups(decoder, config: CaptionConfig) -> list[dict]:
+    """The optimizer's groups: the decoder's own parameters at config.lr, and the tuned
+    encoder blocks (if any) at config.encoder_lr."""
+    if decoder.top is None:
+        return [{"params": list(decoder.parameters())}]
+    tuned = {id(p) for p in decoder.top.parameters()}
+    return [{"params": [p for p in decoder.parameters() if id(p) not in tuned]},
+            {"params": list(decoder.top.parameters()), "lr": config.encoder_lr, "name": "encoder"}]
 
 
 def epoch_scores(decoder, data: Data, config: CaptionConfig, max_steps: int) -> dict:

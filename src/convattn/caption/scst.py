@@ -39,11 +39,12 @@ def training_reward(data: Data) -> CiderD:
 
 def start_stage(optimizer: torch.optim.Optimizer, config) -> None:
     """Turn the cross-entropy optimizer into the SCST one: Adam's moments forgotten (they
-    describe another loss), learning rate scst_lr. The same object, so the run store saves
-    and restores it as it does in the first stage."""
+    describe another loss), learning rate scst_lr (the tuned encoder blocks' group, run.parameter_groups:
+    encoder_lr scaled by scst_lr / lr). The same object, so the run store saves and restores it as
+    it does in the first stage."""
     optimizer.state.clear()
     for group in optimizer.param_groups:
-        group["lr"] = config.scst_lr
+        group["lr"] = config.scst_lr * (config.encoder_lr / config.lr if group.get("name") == "encoder" else 1)
 
 
 def sampled_tokens(ids: torch.Tensor) -> torch.Tensor:

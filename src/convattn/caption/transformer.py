@@ -115,7 +115,7 @@ class TransformerDecoder(nn.Module):
     # the defaults are CaptionConfig's (chosen on validation: docs/results.md, "The best recipe")
     def __init__(self, vocab_size: int, feature_dim: int, model_dim: int = 128, layers: int = 1,
                  heads: int = 4, dropout: float = 0.3, feature_norm: str = "none", outer_ring: str = "keep",
-                 grid=None):
+                 grid=None, top: nn.Module | None = None):
         super().__init__()
         self.vocab_size, self.feature_dim = vocab_size, feature_dim
         self.feature_norm, self.outer_ring, self.grid = feature_norm, outer_ring, grid
@@ -127,10 +127,11 @@ class TransformerDecoder(nn.Module):
         self.norm = nn.LayerNorm(model_dim)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(model_dim, vocab_size)
+        self.top = top  # the encoder's tuned top blocks (encoders.TopBlocks) or None
 
     def read_regions(self, features: torch.Tensor, grid=None) -> torch.Tensor:
         """features [B, R, C] -> what the decoder reads (regions.read_regions, as the LSTMs)."""
-        return read_regions(features, self.outer_ring, self.feature_norm, grid or self.grid)
+        return read_regions(features, self.outer_ring, self.feature_norm, grid or self.grid, self.top)
 
     def prepare(self, features: torch.Tensor, grid=None) -> dict:
         """features [B, R, C] -> {"keys", "values"}: every layer's cross-attention keys and

@@ -30,12 +30,14 @@ from convattn.common.errors import UserError
 
 
 def option(default, help: str, *, flag: str | None = None, choices=None, speed: bool = False,
-           key: bool = True):
+           key: bool | str = True):
     """A config field. `flag`: its command-line name (default --field-name); `speed`: it
     changes how fast the work runs, never its numbers; `key=False`: not part of the run key
-    for another reason (what is reported, not what is trained)."""
+    for another reason (what is reported, not what is trained); `key="unless_default"`: in
+    the run key only when set to another value than its default (a knob added after runs
+    were stored, whose default computes what they computed: they stay valid)."""
     return field(default=default, metadata={"help": help, "flag": flag, "choices": choices,
-                                            "key": key and not speed})
+                                            "key": False if speed else key})
 
 
 def flag_of(cls_or_config, name: str) -> str:
@@ -84,7 +86,9 @@ class Config:
     def run_key(self) -> dict:
         """The fields a run's numbers depend on (speed-only and report-only fields dropped)."""
         d = self.to_dict()
-        return {f.name: d[f.name] for f in fields(self) if f.metadata.get("key", True)}
+        return {f.name: d[f.name] for f in fields(self)
+                if f.metadata.get("key", True) is True
+                or (f.metadata.get("key") == "unless_default" and getattr(self, f.name) != f.default)}
 
 
 # ------------------------------------------------------------------------ flags
