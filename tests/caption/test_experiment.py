@@ -97,6 +97,8 @@ def test_coco_and_border_keys(finished):
     # a 2x2 grid is all border
     assert att["border_area_share"] == 1.0 and att["border_mass"] == pytest.approx(1.0)
     assert att["border_ratio"] == pytest.approx(1.0) and "border_mass" in att["seeds"][0]
+    assert 1.0 <= att["attention_peak"] <= 4.0 and 0.0 <= att["attention_entropy"] <= 1.0
+    assert "attention_peak" in att["seeds"][0]
     assert "border_mass" not in summary["models"]["no_attention"]
     from convattn.caption.cli import format_table
 

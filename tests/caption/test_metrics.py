@@ -104,6 +104,23 @@ def test_border_mass_on_hand_made_attention():
     assert metrics.border_mass([corner], grid)["sentinel_weight"] == pytest.approx(0.0)
 
 
+def test_peak_and_entropy_tell_a_flat_map_from_a_grounded_one():
+    """Both maps below leave the ring alone; only the grounded one looks somewhere."""
+    grid, R = (4, 4), 16
+    inner = ~metrics.outer_ring(grid)
+    flat = np.zeros((2, R))
+    flat[:, inner] = 1 / 4                           # spread evenly over the 4 inner regions
+    grounded = np.zeros((2, R))
+    grounded[:, np.flatnonzero(inner)[0]] = 1.0      # one inner region
+    uniform = np.full((2, R), 1 / R)
+    f, g, u = (metrics.border_mass([a], grid) for a in (flat, grounded, uniform))
+    assert f["border_mass"] == g["border_mass"] == 0.0
+    assert g["attention_peak"] == pytest.approx(R) and f["attention_peak"] == pytest.approx(R / 4)
+    assert u["attention_peak"] == pytest.approx(1.0)
+    assert g["attention_entropy"] == pytest.approx(0.0, abs=1e-9) and u["attention_entropy"] == pytest.approx(1.0)
+    assert f["attention_entropy"] == pytest.approx(np.log(4) / np.log(R))
+
+
 def test_border_mass_leaves_the_sentinel_out():
     # half the weight on the sentinel, the other half split between a corner and the centre
     alpha = np.zeros((1, 9))

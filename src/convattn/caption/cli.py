@@ -165,7 +165,9 @@ def format_table(summary: dict) -> str:
         if "border_mass" in m:
             sentinel = f"; {m['sentinel_weight']:.3f} on the sentinel" if m["sentinel_weight"] > 0 else ""
             lines.append(f"{model}: {m['border_mass']:.3f} of the attention on the grid's outer ring, which is "
-                         f"{m['border_area_share']:.3f} of the area: {m['border_ratio']:.2f}x{sentinel}")
+                         f"{m['border_area_share']:.3f} of the area: {m['border_ratio']:.2f}x{sentinel}"
+                         + (f"; peak weight {m['attention_peak']:.1f}x uniform, entropy "
+                            f"{m['attention_entropy']:.2f} of uniform's" if "attention_peak" in m else ""))
     comp = summary.get("comparison")
     if comp:
         lines.append(f"attention - no attention, bleu4: {comp['difference']:+.4f}, 95% paired bootstrap "

@@ -110,15 +110,24 @@ def border_mass(alphas: list[np.ndarray], grid) -> dict:
     -> border_mass: mean over all generated tokens of the share of the token's attention on
     the outer ring (each token's weights over the image renormalised to 1 first, so a
     sentinel's weight does not count); border_area_share: the ring's share of the regions
-    (what uniform attention would give); border_ratio: the two's ratio; sentinel_weight:
-    mean weight not on the image (0 without a sentinel); tokens: how many were averaged."""
+    (what uniform attention would give); border_ratio: the two's ratio; attention_peak: mean
+    over tokens of the largest weight times R (1 for uniform attention, R for one region);
+    attention_entropy: mean over tokens of the map's entropy over log R (1 for uniform, 0 for
+    one region); sentinel_weight: mean weight not on the image (0 without a sentinel);
+    tokens: how many were averaged. A flat map can leave the ring (ratio near 1) without
+    looking anywhere: the peak and the entropy tell the two apart."""
     weights = np.concatenate([np.asarray(a, dtype=np.float64) for a in alphas], axis=0)  # [N, R]
     ring = outer_ring(grid)
     on_image = weights.sum(axis=1)
-    share = weights[:, ring].sum(axis=1) / np.maximum(on_image, 1e-12)
+    maps = weights / np.maximum(on_image, 1e-12)[:, None]                               # rows sum to 1
+    share = maps[:, ring].sum(axis=1)
     area = float(ring.mean())
     mass = float(share.mean())
+    regions = weights.shape[1]
+    entropy = -(maps * np.log(np.maximum(maps, 1e-300))).sum(axis=1) / np.log(regions)
     return {"border_mass": mass, "border_area_share": area, "border_ratio": mass / area,
+            "attention_peak": float(maps.max(axis=1).mean() * regions),
+            "attention_entropy": float(entropy.mean()),
             "sentinel_weight": float(np.mean(1.0 - on_image)), "tokens": int(len(share))}
 
 

@@ -50,6 +50,8 @@ class RunResult:
     border_mass: float | None = None
     border_area_share: float | None = None
     border_ratio: float | None = None
+    attention_peak: float | None = None
+    attention_entropy: float | None = None
     sentinel_weight: float | None = None
     tokens: int | None = None
 
