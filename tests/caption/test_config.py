@@ -83,23 +83,26 @@ def test_flags_override_the_preset():
     assert _parse("--feature-layer", "head").feature_layer == "head"
 
 
-def test_help_lists_every_presets_value(capsys):
+def test_help_lists_every_presets_value(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10000")  # one line per flag: argparse wraps at hyphens too
     with pytest.raises(SystemExit):
         _parse("--help")
     text = " ".join(capsys.readouterr().out.split())
     assert ("training epochs (homework 6; fast 4; smoke 1; best 6; best-fast 4; best-smoke 1; "
-            "rsicd 5; rsicd-fast 2; rsicd-best 5; rsicd-best-fast 2)") in text
+            "rsicd 5; rsicd-fast 2; rsicd-best 5; rsicd-best-fast 2; rsicd-tuned 2; rsicd-tuned-fast 1)") in text
     for flag in ("--runs", "--resume", "--fresh", "--no-meteor", "--threads", "--feature-layer"):
         assert flag in text
 
 
-def test_help_says_unset_and_names_a_value_shared_by_every_preset(capsys):
+def test_help_says_unset_and_names_a_value_shared_by_every_preset(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10000")
     with pytest.raises(SystemExit):
         _parse("--help")
     text = " ".join(capsys.readouterr().out.split())
     assert "None" not in text
     assert ("(homework unset; fast 256; smoke 64; best unset; best-fast 256; best-smoke 64; "
-            "rsicd unset; rsicd-fast unset; rsicd-best unset; rsicd-best-fast unset)") in text
+            "rsicd unset; rsicd-fast unset; rsicd-best unset; rsicd-best-fast unset; rsicd-tuned unset; "
+            "rsicd-tuned-fast unset)") in text
     assert "word embedding size (every preset: 100)" in text
 
 
@@ -115,6 +118,9 @@ def test_rsicd_presets_adapt_only_the_scale_and_the_protocol():
     for name in ("rsicd", "rsicd-best"):
         assert PRESETS[name + "-fast"] == PRESETS[name].replace(preset=name + "-fast", epochs=2, seeds=2)
     assert RSICD_OF["homework"] == RSICD_OF["fast"] == ("rsicd", "rsicd-best")
+    tuned = PRESETS["rsicd-tuned"]  # the best recipe, its encoder's top blocks tuned in fewer epochs
+    assert tuned == best.replace(preset="rsicd-tuned", tune_blocks=2, epochs=2)
+    assert PRESETS["rsicd-tuned-fast"] == tuned.replace(preset="rsicd-tuned-fast", epochs=1, seeds=2)
 
 
 def test_the_transformer_class_defaults_are_the_configs():
