@@ -6,7 +6,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from convattn.caption import experiment, run
 from convattn.caption.checkpoint import load_decoder, max_steps, stored_reranker
@@ -19,7 +18,7 @@ from convattn.caption.rerank import ConsensusReranker, reranker_for
 from convattn.cli import main
 from convattn.common import io
 from convattn.data.captions import load_dataset
-from convattn.serve.models import ModelStore, given_models
+from predicting import assert_predict_and_serve_give_the_runs_captions
 
 # the best recipe's shortening for tests, one decoder, trained in this process
 BEST = PRESETS["best-smoke"].replace(models=("attention",), jobs=1)
@@ -108,19 +107,7 @@ def test_predict_and_serve_give_every_test_image_the_runs_caption(best_run, tiny
     run's were (fed the encoder's float32 features, one of these 8 near ties, image 357,
     went the other way)."""
     out, summary, model = best_run
-    dataset = load_dataset(tiny_data)
-    test = dataset.split("test")
-    reported = [summary["captions"][im.name]["attention"] for im in test]
-    capsys.readouterr()
-    assert main(["caption", "predict", "--model", str(model), *[str(dataset.path(im)) for im in test],
-                 "--device", "cpu"]) == 0
-    assert [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()] == reported
-    store = ModelStore(given_models([model]), torch.device("cpu"))
-    served = []
-    for im in test:
-        with Image.open(dataset.path(im)) as img:
-            served.append(store.caption("m0", img.convert("RGB"), beam=5)["caption"])
-    assert served == reported
+    assert_predict_and_serve_give_the_runs_captions(model, summary, tiny_data, capsys)
 
 
 def test_rerank_without_a_stored_reranker_is_a_user_error(random_features, best_run, tiny_data, tmp_path, capsys):

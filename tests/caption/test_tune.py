@@ -5,7 +5,6 @@ rate, and model.pt carries them, so predict and serve caption as the run did."""
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from convattn.caption import experiment, run, scst
 from convattn.caption.checkpoint import load_decoder
@@ -16,7 +15,7 @@ from convattn.cli import main
 from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.data.captions import load_dataset
-from convattn.serve.models import ModelStore, given_models
+from predicting import assert_predict_and_serve_give_the_runs_captions
 
 # every stage of the best recipe (self-critical epoch, beam 5, reranking) with one tuned block
 TUNED = PRESETS["best-smoke"].replace(models=("attention",), jobs=1, tune_blocks=1)
@@ -99,14 +98,5 @@ def test_model_pt_carries_the_trained_blocks(tuned_run):
 def test_predict_and_serve_caption_with_the_trained_blocks(tuned_run, tiny_data, capsys):
     """Each test image on its own, through the cached part of the encoder and the model's
     trained blocks, gets the caption the run reported (beam 5 and the stored reranker)."""
-    out, summary, model = tuned_run
-    test = load_dataset(tiny_data).split("test")
-    dataset = load_dataset(tiny_data)
-    reported = [summary["captions"][im.name]["attention"] for im in test]
-    capsys.readouterr()
-    assert main(["caption", "predict", "--model", str(model), *[str(dataset.path(im)) for im in test],
-                 "--device", "cpu"]) == 0
-    assert [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()] == reported
-    store = ModelStore(given_models([model]), torch.device("cpu"))
-    with Image.open(dataset.path(test[0])) as img:
-        assert store.caption("m0", img.convert("RGB"), beam=5)["caption"] == reported[0]
+    _, summary, model = tuned_run
+    assert_predict_and_serve_give_the_runs_captions(model, summary, tiny_data, capsys)
