@@ -172,6 +172,52 @@ def test_doubly_stochastic_loss_is_off_by_default_and_changes_training_when_on(t
     assert losses[0] == losses[1] and losses[2] > losses[0]
 
 
+def test_entropy_penalty_is_one_for_uniform_maps_and_zero_for_one_region():
+    from convattn.caption.loop import entropy_penalty
+
+    R = 9
+    uniform = torch.full((2, 3, R), 1 / R)
+    one = torch.zeros(2, 3, R)
+    one[..., 4] = 1.0
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert entropy_penalty(uniform, mask).item() == pytest.approx(1.0, rel=1e-6)
+    assert entropy_penalty(one, mask).item() == pytest.approx(0.0, abs=1e-6)
+    # padding steps do not count: a uniform map there changes nothing
+    mixed = one.clone()
+    mixed[0, 2] = 1 / R
+    assert entropy_penalty(mixed, mask).item() == pytest.approx(0.0, abs=1e-6)
+    # a sentinel's weight (maps summing to less than 1) is left out: half of a uniform map is uniform
+    assert entropy_penalty(uniform / 2, mask).item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_attention_entropy_sharpens_the_maps(tiny_data):
+    """Trained with the penalty, the same decoder's training maps are more peaked; without it
+    (the default) the loss is the study's."""
+    from convattn.caption.data import Data
+    from convattn.caption.loop import entropy_penalty, train_one_epoch
+    from convattn.caption.presets import PRESETS
+    from convattn.data.captions import PAD_ID, load_dataset
+    import numpy as np
+
+    dataset = load_dataset(tiny_data)
+    rng = np.random.default_rng(0)
+    data = Data(dataset, rng.standard_normal((len(dataset.images), 9, C)).astype(np.float16), (3, 3), "cpu")
+    assert PRESETS["homework"].attention_entropy == 0.0
+    entropies = []
+    for weight in (0.0, 1.0):
+        config = PRESETS["smoke"].replace(attention_entropy=weight, epochs=3, dropout=0.0)
+        torch.manual_seed(0)
+        dec = DecoderWithAttention(len(data.vocab), C, embed_dim=8, hidden_dim=12)
+        opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+        for epoch in range(config.epochs):
+            train_one_epoch(dec, opt, data, config, epoch, 42)
+        captions = data.train_captions[:16]
+        with torch.no_grad():
+            _, alphas = dec.eval()(data.rows(data.train_images[:16]), captions)
+        entropies.append(entropy_penalty(alphas, captions[:, 1:] != PAD_ID).item())
+    assert entropies[1] < 0.5 * entropies[0], entropies
+
+
 # ---------------------------------------------------------------- the Transformer decoder
 
 def make_transformer(**kw):

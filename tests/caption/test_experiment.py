@@ -98,7 +98,14 @@ def test_coco_and_border_keys(finished):
     assert att["border_area_share"] == 1.0 and att["border_mass"] == pytest.approx(1.0)
     assert att["border_ratio"] == pytest.approx(1.0) and "border_mass" in att["seeds"][0]
     assert 1.0 <= att["attention_peak"] <= 4.0 and 0.0 <= att["attention_entropy"] <= 1.0
-    assert "attention_peak" in att["seeds"][0]
+    assert "attention_peak" in att["seeds"][0] and 0.0 <= att["attention_shift"] <= 1.0
+    # the validation maps, per epoch, for choosing a remedy on validation (attention only)
+    out, _ = finished
+    stored = {m: json.loads(next((out / "runs").glob(f"*/{m}/seed*/result.json")).read_text())
+              for m in ("attention", "no_attention")}
+    assert len(stored["attention"]["val_attention_peak"]) == len(stored["attention"]["val_cider"])
+    assert all(r >= 0 for r in stored["attention"]["val_border_ratio"])
+    assert "val_attention_peak" not in stored["no_attention"]
     assert "border_mass" not in summary["models"]["no_attention"]
     from convattn.caption.cli import format_table
 

@@ -121,6 +121,20 @@ def test_peak_and_entropy_tell_a_flat_map_from_a_grounded_one():
     assert f["attention_entropy"] == pytest.approx(np.log(4) / np.log(R))
 
 
+def test_shift_tells_a_map_that_follows_the_words_from_a_fixed_one():
+    """Two one-region captions: one whose words look at four different regions, one whose
+    words all look at the same region (a peaked map that names nothing)."""
+    grid, R = (4, 4), 16
+    moving = np.eye(R)[[5, 6, 9, 10]]               # 4 words, 4 regions
+    fixed = np.eye(R)[[5, 5, 5, 5]]
+    m, f = (metrics.border_mass([a], grid) for a in (moving, fixed))
+    assert m["attention_peak"] == f["attention_peak"] == pytest.approx(R)
+    assert f["attention_shift"] == pytest.approx(0.0)
+    assert m["attention_shift"] == pytest.approx(0.75)  # each word's map is 3/4 away from the mean
+    # captions are averaged as captions: the mean of the two, not of their 8 words' pooled maps
+    assert metrics.border_mass([moving, fixed], grid)["attention_shift"] == pytest.approx(0.375)
+
+
 def test_border_mass_leaves_the_sentinel_out():
     # half the weight on the sentinel, the other half split between a corner and the centre
     alpha = np.zeros((1, 9))

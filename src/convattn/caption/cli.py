@@ -167,7 +167,9 @@ def format_table(summary: dict) -> str:
             lines.append(f"{model}: {m['border_mass']:.3f} of the attention on the grid's outer ring, which is "
                          f"{m['border_area_share']:.3f} of the area: {m['border_ratio']:.2f}x{sentinel}"
                          + (f"; peak weight {m['attention_peak']:.1f}x uniform, entropy "
-                            f"{m['attention_entropy']:.2f} of uniform's" if "attention_peak" in m else ""))
+                            f"{m['attention_entropy']:.2f} of uniform's" if "attention_peak" in m else "")
+                         + (f"; maps move {m['attention_shift']:.2f} (total variation) between a caption's "
+                            "words" if "attention_shift" in m else ""))
     comp = summary.get("comparison")
     if comp:
         lines.append(f"attention - no attention, bleu4: {comp['difference']:+.4f}, 95% paired bootstrap "

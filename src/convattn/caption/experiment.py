@@ -49,7 +49,8 @@ LAYER_NOTES = {
 SCALARS = ("test_bleu4", "test_bleu4_best", "best_val_bleu4", "final_val_bleu4", "cider",
            "rouge_l", "meteor", "bleu1", "bleu2", "bleu3", "corpus_bleu4", "seconds")
 COCO = ("bleu1", "bleu2", "bleu3", "bleu4", "cider", "rouge_l", "meteor")
-BORDER = ("border_mass", "border_area_share", "border_ratio", "attention_peak", "attention_entropy", "sentinel_weight")
+BORDER = ("border_mass", "border_area_share", "border_ratio", "attention_peak", "attention_entropy",
+          "attention_shift", "sentinel_weight")
 EPOCHS = ("train_loss", "val_bleu4", "val_cider", "test_cider", "test_coco_bleu4")  # per epoch
 
 
@@ -272,8 +273,8 @@ def summarise_model(results: list[RunResult]) -> dict:
         out["border_area_share"] = first.border_area_share
         out["border_ratio"] = out["border_mass"] / out["border_area_share"]
         out["sentinel_weight"], _ = metrics.mean_std([r.sentinel_weight for r in results])
-        if first.attention_peak is not None:  # runs stored before these were measured lack them
-            for name in ("attention_peak", "attention_entropy"):
+        for name in ("attention_peak", "attention_entropy", "attention_shift"):
+            if getattr(first, name) is not None:  # runs stored before it was measured lack it
                 out[name], out[f"{name}_std"] = metrics.mean_std([getattr(r, name) for r in results])
     return out
 

@@ -2,10 +2,13 @@
 
 Training is teacher forcing with cross-entropy over non-<pad> targets, Adam, and every
 gradient entry clamped to +-grad_clip. With `attention_reg` > 0 the loss adds Show-Attend-
-Tell's doubly stochastic regularisation (see `attention_penalty`).
+Tell's doubly stochastic regularisation (see `attention_penalty`), with `attention_entropy`
+> 0 the maps' mean entropy (see `entropy_penalty`): both off in the study's loss.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -42,8 +45,7 @@ def train_one_epoch(decoder, optimizer, data: Data, config, epoch: int, seed: in
         if ranks == 1:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), captions[:, 1:].reshape(-1),
                                    ignore_index=PAD_ID)
-            if config.attention_reg > 0 and alphas is not None:  # off: the study's loss, untouched
-                loss = loss + config.attention_reg * attention_penalty(alphas, captions[:, 1:] != PAD_ID)
+            loss = loss + regularisers(alphas, captions[:, 1:] != PAD_ID, config)
         else:
             tokens = int((data.train_captions[batch, 1:] != PAD_ID).sum())
             loss = weight * shard_loss(logits, alphas, captions[:, 1:], tokens, len(pairs) / len(batch), config)
@@ -67,9 +69,28 @@ def shard_loss(logits: torch.Tensor, alphas, targets: torch.Tensor, tokens: int,
     of tokens); times the world size because DistributedDataParallel averages gradients."""
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                            ignore_index=PAD_ID, reduction="sum") / tokens
-    if config.attention_reg > 0 and alphas is not None:
-        loss = loss + config.attention_reg * share * attention_penalty(alphas, targets != PAD_ID)
-    return loss * distributed.size()
+    return (loss + share * regularisers(alphas, targets != PAD_ID, config)) * distributed.size()
+
+
+def regularisers(alphas, mask: torch.Tensor, config):
+    """The attention terms the config turns on, summed (0 when none is, or without alphas:
+    the study's loss untouched). alphas [B, T-1, R] or None, mask [B, T-1]."""
+    loss = 0.0
+    if alphas is not None and config.attention_reg > 0:
+        loss = loss + config.attention_reg * attention_penalty(alphas, mask)
+    if alphas is not None and config.attention_entropy > 0:
+        loss = loss + config.attention_entropy * entropy_penalty(alphas, mask)
+    return loss
+
+
+def entropy_penalty(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The attention maps' mean entropy over log R: alphas [B, T-1, R], mask [B, T-1] (True
+    where the step predicts a real token) -> 1 for uniform maps, 0 for maps on one region.
+    Each map is renormalised over the image first (a sentinel's weight is not a region).
+    It pushes every word to look at few regions rather than spread over the whole grid."""
+    maps = alphas / alphas.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    entropy = -(maps * maps.clamp_min(1e-12).log()).sum(dim=-1) / math.log(alphas.shape[-1])  # [B, T-1]
+    return (entropy * mask).sum() / mask.sum().clamp_min(1)
 
 
 def attention_penalty(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -113,9 +113,12 @@ def border_mass(alphas: list[np.ndarray], grid) -> dict:
     (what uniform attention would give); border_ratio: the two's ratio; attention_peak: mean
     over tokens of the largest weight times R (1 for uniform attention, R for one region);
     attention_entropy: mean over tokens of the map's entropy over log R (1 for uniform, 0 for
-    one region); sentinel_weight: mean weight not on the image (0 without a sentinel);
+    one region); attention_shift: mean over captions of the mean total-variation distance
+    between each token's map and the caption's mean map (0 when every word of a caption
+    looks at the same place, whatever it names); sentinel_weight: mean weight not on the image (0 without a sentinel);
     tokens: how many were averaged. A flat map can leave the ring (ratio near 1) without
-    looking anywhere: the peak and the entropy tell the two apart."""
+    looking anywhere: the peak and the entropy tell the two apart, and a map peaked on one
+    fixed place shows as a shift near 0."""
     weights = np.concatenate([np.asarray(a, dtype=np.float64) for a in alphas], axis=0)  # [N, R]
     ring = outer_ring(grid)
     on_image = weights.sum(axis=1)
@@ -128,7 +131,15 @@ def border_mass(alphas: list[np.ndarray], grid) -> dict:
     return {"border_mass": mass, "border_area_share": area, "border_ratio": mass / area,
             "attention_peak": float(maps.max(axis=1).mean() * regions),
             "attention_entropy": float(entropy.mean()),
+            "attention_shift": float(np.mean([_shift(m) for m in np.split(maps, np.cumsum(
+                [len(a) for a in alphas])[:-1])])),
             "sentinel_weight": float(np.mean(1.0 - on_image)), "tokens": int(len(share))}
+
+
+def _shift(maps: np.ndarray) -> float:
+    """maps [S, R] of one caption, rows summing to 1 -> mean total-variation distance of
+    each row from their mean."""
+    return float(0.5 * np.abs(maps - maps.mean(axis=0)).sum(axis=1).mean())
 
 
 class MeteorScorer:

@@ -75,6 +75,9 @@ class CaptionConfig(Config):
     attention_reg: float = option(0.0, "doubly stochastic attention regularisation (Show-Attend-Tell): "
                                   "loss += x * mean over images and regions of (1 - sum over words "
                                   "of alpha)^2; 0 = off")
+    attention_entropy: float = option(0.0, "attention sharpening: loss += x * the maps' mean entropy over "
+                                      "log(regions) (1 = uniform maps, 0 = one region per word); 0 = off",
+                                      key="unless_default")
     # training
     epochs: int = option(6, "training epochs")
     batch_size: int = option(8, "(image, caption) pairs per batch")
@@ -142,6 +145,7 @@ class CaptionConfig(Config):
         require(self.scst_samples >= (2 if self.scst_baseline == "mean" else 1), self, "scst_samples",
                 "must be at least 2 with --scst-baseline mean (the others' mean is the baseline), 1 with greedy")
         require(self.attention_reg >= 0, self, "attention_reg", "must be at least 0")
+        require(self.attention_entropy >= 0, self, "attention_entropy", "must be at least 0")
         require(self.rerank >= 0, self, "rerank", "must be at least 0 (0 = off)")
         require(self.rerank == 0 or self.beam >= 2, self, "rerank",
                 "reranking chooses among the beam's hypotheses: add --beam 5 (or more than 1)")

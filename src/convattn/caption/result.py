@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, fields
 
 # what a run records after every epoch (self-critical epochs also record scst_reward)
 HISTORY = ("train_loss", "val_bleu4", "val_cider", "test_cider", "test_coco_bleu4", "epoch_seconds")
+# what only some runs record: self-critical epochs' reward, the cross-entropy model's test
+# scores, and an attention decoder's validation maps per epoch
+OPTIONAL_HISTORY = ("scst_reward", "before_scst", "val_border_ratio", "val_attention_peak",
+                    "val_attention_shift")
 
 
 @dataclass
@@ -45,6 +49,9 @@ class RunResult:
     epoch_seconds: list
     scst_reward: list | None = None  # per self-critical epoch
     before_scst: dict | None = None  # the cross-entropy model's test scores, before that stage
+    val_border_ratio: list | None = None    # per epoch, attention decoders: greedy validation
+    val_attention_peak: list | None = None  # maps' outer-ring ratio, peak and shift
+    val_attention_shift: list | None = None  # (metrics.border_mass)
     # attention decoders: where the attention looked while writing the test captions
     # (metrics.border_mass)
     border_mass: float | None = None
@@ -52,6 +59,7 @@ class RunResult:
     border_ratio: float | None = None
     attention_peak: float | None = None
     attention_entropy: float | None = None
+    attention_shift: float | None = None
     sentinel_weight: float | None = None
     tokens: int | None = None
 

@@ -35,7 +35,7 @@ from convattn.caption.inference import caption_split
 from convattn.caption.loop import train_one_epoch
 from convattn.caption.presets import CaptionConfig
 from convattn.caption.rerank import reranker_for
-from convattn.caption.result import HISTORY, RunResult
+from convattn.caption.result import HISTORY, OPTIONAL_HISTORY, RunResult
 from convattn.common import distributed, io, runs
 from convattn.common.config import require
 from convattn.common.progress import log
@@ -99,7 +99,7 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
         scores = epoch_scores(decoder, data, config, max_steps)
         record(history, train_loss=loss, **scores, epoch_seconds=time.perf_counter() - t0)
         log(f"{label} epoch {epoch + 1}/{config.epochs}: train loss {loss:.4f}, val bleu4 "
-            f"{scores['val_bleu4']:.4f}, val CIDEr-D {scores['val_cider']:.4f} "
+            f"{scores['val_bleu4']:.4f}, val CIDEr-D {scores['val_cider']:.4f}{maps_note(scores)} "
             f"({history['epoch_seconds'][-1]:.1f} s)")
         best = end_epoch(folder, key, epoch, history, config, decoder, optimizer, best, rank_rng)
 
@@ -115,7 +115,7 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
         scores = epoch_scores(decoder, data, config, max_steps)
         record(history, scst_reward=mean_reward, **scores, epoch_seconds=time.perf_counter() - t0)
         log(f"{label} epoch {epoch + 1}/{total} (self-critical): train reward {mean_reward:.4f}, "
-            f"val bleu4 {scores['val_bleu4']:.4f}, val CIDEr-D {scores['val_cider']:.4f} "
+            f"val bleu4 {scores['val_bleu4']:.4f}, val CIDEr-D {scores['val_cider']:.4f}{maps_note(scores)} "
             f"({history['epoch_seconds'][-1]:.1f} s)")
         # the best decoder by validation is chosen over both stages
         best = end_epoch(folder, key, epoch, history, config, decoder, optimizer, best)
@@ -132,7 +132,7 @@ def train_run(model: str, seed: int, data: Data, config: CaptionConfig, spec: En
                        final_val_bleu4=history["val_bleu4"][-1],
                        best_val_bleu4=history["val_bleu4"][best["epoch"] - 1],
                        best_val_cider=history["val_cider"][best["epoch"] - 1],
-                       **{name: history[name] for name in (*HISTORY, "scst_reward", "before_scst")
+                       **{name: history[name] for name in (*HISTORY, *OPTIONAL_HISTORY)
                           if name in history},
                        seconds=sum(history["epoch_seconds"]) + time.perf_counter() - t0)
     runs.save_state(folder / "checkpoint.pt", key=key, epoch=config.epochs + config.scst_epochs,
@@ -158,15 +158,28 @@ def parameter_groups(decoder, config: CaptionConfig) -> list[dict]:
 
 def epoch_scores(decoder, data: Data, config: CaptionConfig, max_steps: int) -> dict:
     """After an epoch: greedy validation captions' bleu4 and CIDEr-D (what chooses the
-    checkpoint), and the test captions' CIDEr-D and coco BLEU-4 as the run decodes them. The
+    checkpoint) and, for an attention decoder, their maps' outer-ring ratio and peak
+    (metrics.border_mass), and the test captions' CIDEr-D and coco BLEU-4 as the run decodes them. The
     test scores feed only the "as published" column (experiment.as_published), never a choice."""
     val_refs, test_refs = data.references("val"), data.references("test")
-    val = caption_split(decoder, data, "val", max_steps)
+    val, alphas = caption_split(decoder, data, "val", max_steps, with_alphas=True)
     test = caption_split(decoder, data, "test", max_steps, config.beam,
                          reranker=reranker_for(data, config.rerank))
+    maps = {}
+    if decoder.uses_attention:  # where the greedy validation captions looked (choosing remedies)
+        border = metrics.border_mass(alphas, data.grid)
+        maps = {f"val_{name}": border[name] for name in ("border_ratio", "attention_peak", "attention_shift")}
     return {"val_bleu4": metrics.bleu4(val_refs, val), "val_cider": metrics.cider(val_refs, val),
             "test_cider": metrics.cider(test_refs, test),
-            "test_coco_bleu4": metrics.coco_bleu(test_refs, test)["bleu4"]}
+            "test_coco_bleu4": metrics.coco_bleu(test_refs, test)["bleu4"], **maps}
+
+
+def maps_note(scores: dict) -> str:
+    """The epoch log's words on the validation attention maps ("" without attention)."""
+    if "val_attention_peak" not in scores:
+        return ""
+    return (f", val maps ring {scores['val_border_ratio']:.2f}x peak {scores['val_attention_peak']:.1f}x "
+            f"shift {scores['val_attention_shift']:.2f}")
 
 
 def record(history: dict, **values) -> None:
