@@ -44,6 +44,32 @@ def test_the_top_blocks_over_the_cached_part_are_the_frozen_encoder(k):
     torch.testing.assert_close(tuned, frozen.flatten(2).transpose(1, 2))
 
 
+@pytest.mark.parametrize("k", [0, 2])
+def test_multi_level_regions_are_the_blocks_then_the_pooled_stride_16_map(k):
+    """--feature-layer multi: per region the "blocks" features, then the stride-16 stage's
+    output (block 10 of Lite0, 112 channels) averaged over the region's 2x2 cells; tuned,
+    the stride-16 part passes the top blocks unchanged. Same operations, same order as the
+    references: float32 rounding allowed (assert_close's default)."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 96, 96)
+    encoder = build_encoder(EncoderSpec(image_size=96))
+    with torch.no_grad():
+        x = encoder.stem(encoder.normalise(images))
+        for block in encoder.blocks[:11]:
+            x = block(x)
+        side = x.unflatten(2, (3, 2)).unflatten(4, (3, 2)).mean((3, 5))       # [2, 112, 3, 3]
+        expected = torch.cat([encoder(images), side], dim=1).flatten(2).transpose(1, 2)
+        spec = EncoderSpec(layer="multi", image_size=96, tune=k)
+        got = build_encoder(spec)(images)
+        if k:
+            assert got.shape[1] == 192 + 112
+            got = top_blocks(spec)(got.flatten(2).transpose(1, 2), got.shape[2:])
+        else:
+            got = got.flatten(2).transpose(1, 2)
+    assert spec.channels == 432 and expected.shape == (2, 9, 432)
+    torch.testing.assert_close(got, expected)
+
+
 def test_only_the_blocks_after_the_last_stride_can_be_tuned(tmp_path, capsys):
     assert tunable_blocks("efficientnet-lite0") == 4 and tunable_blocks("resnet18") == 0
     check_spec(EncoderSpec(tune=4))

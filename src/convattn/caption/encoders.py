@@ -33,10 +33,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from convattn.common.errors import UserError
 
 # encoder name -> feature layer name -> channels
+# ("multi": the "blocks" features with the stride-16 stage's beside them, see EfficientNetLiteEncoder)
 ENCODER_LAYERS = {
-    "efficientnet-lite0": {"head": 1280, "blocks": 320},
-    "efficientnet-lite1": {"head": 1280, "blocks": 320},   # deeper than lite0
-    "efficientnet-lite2": {"head": 1280, "blocks": 352},   # deeper and 1.1x wider
+    "efficientnet-lite0": {"head": 1280, "blocks": 320, "multi": 320 + 112},
+    "efficientnet-lite1": {"head": 1280, "blocks": 320, "multi": 320 + 112},   # deeper than lite0
+    "efficientnet-lite2": {"head": 1280, "blocks": 352, "multi": 352 + 120},   # deeper and 1.1x wider
     "resnet18": {"layer4": 512},
 }
 DEFAULT_ENCODER = "efficientnet-lite0"
@@ -86,9 +87,15 @@ def tunable_blocks(name: str) -> int:
     after the last one that halves the grid (4 of Lite0's 16, 5 of Lite2's 21); 0 for the others."""
     if name not in LITE_WEIGHTS:
         return 0
+    return len(EfficientNet.from_name(name, image_size=None)._blocks) - 1 - _last_stride_two(name)
+
+
+def _last_stride_two(name: str) -> int:
+    """The index of the EfficientNet-Lite `name`'s last block that halves the grid: the
+    blocks before it end the stride-16 stage."""
     strides = [max(np.atleast_1d(b._block_args.stride))
                for b in EfficientNet.from_name(name, image_size=None)._blocks]
-    return len(strides) - 1 - max(i for i, s in enumerate(strides) if s > 1)
+    return max(i for i, s in enumerate(strides) if s > 1)
 
 
 def weights_fingerprint(spec: EncoderSpec) -> str:
@@ -121,9 +128,11 @@ def _weights_path(spec: EncoderSpec) -> Path:
 
 class EfficientNetLiteEncoder(nn.Module):
     """EfficientNet-Lite0, 1 or 2 up to `layer`: "head" (1x1 conv to 1280 channels + BN +
-    ReLU6, the network's last feature map) or "blocks" (the output of the last MBConv block,
-    before the head: 320 channels, 352 for Lite2). Batch norm is folded into the
-    convolutions (exact in eval mode, and faster)."""
+    ReLU6, the network's last feature map), "blocks" (the output of the last MBConv block,
+    before the head: 320 channels, 352 for Lite2) or "multi" (two depths per region: the
+    "blocks" features, then the stride-16 stage's output averaged over each region's 2x2
+    cells: 112 more channels, 120 for Lite2). Batch norm is folded into the convolutions
+    (exact in eval mode, and faster)."""
 
     MEAN, STD = 0.5, 0.5
 
@@ -137,6 +146,7 @@ class EfficientNetLiteEncoder(nn.Module):
         net.load_state_dict(state)
         net.eval()
         self.layer, self.tune = layer, tune
+        self.side = _last_stride_two(name) - 1 if layer == "multi" else None  # the stride-16 map's block
         fold = fuse_conv_bn_eval
         self.stem = nn.Sequential(fold(net._conv_stem, net._bn0), nn.ReLU6())
         blocks = []
@@ -165,13 +175,17 @@ class EfficientNetLiteEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] in [0, 1] -> [B, C, H/32, W/32] (rounded up; C = ENCODER_LAYERS).
-        With `tune` K > 0: the input of the top K blocks (TopBlocks computes the rest)."""
+        With `tune` K > 0: the input of the top K blocks (TopBlocks computes the rest), for
+        "multi" with the stride-16 channels after it."""
         x = self.stem(self.normalise(images))
-        for block in self.blocks[:len(self.blocks) - self.tune]:
+        side = None
+        for i, block in enumerate(self.blocks[:len(self.blocks) - self.tune]):
             x = block(x)
-        if self.tune:
-            return x
-        return self.head(x) if self.layer == "head" else x
+            if i == self.side:
+                side = nn.functional.avg_pool2d(x, 2, ceil_mode=True)  # [B, C16, H/32, W/32]
+        if self.layer == "head" and not self.tune:
+            x = self.head(x)
+        return x if side is None else torch.cat([x, side], dim=1)
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet class probabilities [B, 1000]: proof that the weights are the pretrained ones."""
@@ -198,17 +212,22 @@ class TopBlocks(nn.Module):
             encoder = EfficientNetLiteEncoder(spec.layer, spec.name)
         self.blocks = nn.ModuleList(encoder.blocks[len(encoder.blocks) - spec.tune:])
         self.head = encoder.head if spec.layer == "head" else None
-        self.in_channels = self.blocks[0]._block_args.input_filters
+        # "multi": the cached stride-16 channels come after the blocks' input, and pass as they are
+        self.side = spec.channels - ENCODER_LAYERS[spec.name]["blocks"] if spec.layer == "multi" else 0
+        self.in_channels = self.blocks[0]._block_args.input_filters + self.side
         self.out_channels = spec.channels
         self.requires_grad_(True)
 
     def forward(self, features: torch.Tensor, grid) -> torch.Tensor:
         B, R, C = features.shape
         x = features.transpose(1, 2).reshape(B, C, *grid)        # [B, C_in, H', W']
+        x, side = x[:, :C - self.side], x[:, C - self.side:]
         for block in self.blocks:
             x = block(x)
         if self.head is not None:
             x = self.head(x)
+        if self.side:
+            x = torch.cat([x, side], dim=1)
         return x.flatten(2).transpose(1, 2)                       # [B, R, C_out]
 
 
