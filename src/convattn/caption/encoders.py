@@ -60,6 +60,7 @@ class EncoderSpec:
     image_size: int | None = None  # None: each image at its own size
     weights: str | None = None     # weights file (resnet18 only)
     tune: int = 0                  # top blocks trained with the decoder (TopBlocks), not cached
+    transform: int = 0             # the images' symmetry before encoding (dihedral; 0: as they are)
 
     @property
     def channels(self) -> int:
@@ -273,6 +274,13 @@ def build_encoder(spec: EncoderSpec) -> nn.Module:
     if spec.name in LITE_WEIGHTS:
         return EfficientNetLiteEncoder(spec.layer, spec.name, spec.tune)
     return ResNet18Encoder(spec.weights)
+
+
+def dihedral(image: torch.Tensor, t: int) -> torch.Tensor:
+    """image [..., H, W] -> the t-th (0-7) of the square's 8 symmetries: t % 4 quarter turns
+    counter-clockwise, then mirrored left to right when t >= 4. t = 0 is the image itself."""
+    x = torch.rot90(image, t % 4, dims=(-2, -1)) if t % 4 else image
+    return x.flip(-1) if t >= 4 else x
 
 
 def load_image(path: str | os.PathLike, size: int | None = None) -> torch.Tensor:

@@ -24,9 +24,8 @@ import torch
 from convattn.caption import metrics, plots
 from convattn.caption.checkpoint import load_decoder
 from convattn.caption.compare import compare, compare_pairs
-from convattn.caption.data import Data
+from convattn.caption.data import Data, load_data
 from convattn.caption.encoders import ENCODER_LAYERS, EncoderSpec, check_spec, load_image
-from convattn.caption.features import dataset_features
 from convattn.caption.inference import caption_images
 from convattn.caption.presets import STUDY_SHOWN, CaptionConfig
 from convattn.caption.rerank import reranker_for
@@ -75,9 +74,8 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
         """-> spec, data, {model: [result per seed]} for one feature layer."""
         spec = EncoderSpec(config.encoder, layer, config.image_size, config.encoder_weights, config.tune_blocks)
         check_spec(spec)
-        features, grid, info = dataset_features(dataset, spec, device, quiet=quiet)
+        data, info = load_data(dataset, spec, config, device, quiet)
         timing["features"][layer] = info
-        data = Data(dataset, features, grid, device)
         tasks = [(m, s) for m in config.models for s in seed_list]
         jobs = parallel_jobs(config, device, len(tasks))
         if jobs > 1:  # no_attention last: its runs are the shortest, so they fill in at the end
@@ -170,11 +168,10 @@ def _train_run_in_worker(task: tuple) -> dict:
     config, model, seed, data_dir, images_dir, spec, out_dir, policy = task
     torch.set_num_threads(config.threads)
     cpu = torch.device("cpu")
-    dataset = load_dataset(data_dir, images_dir)
-    features, grid, _ = dataset_features(dataset, spec, cpu, quiet=True)
+    data, _ = load_data(load_dataset(data_dir, images_dir), spec, config, cpu, quiet=True)
     with metrics.MeteorScorer() as meteor:
-        return train_run(model, seed, Data(dataset, features, grid, cpu), config, spec, out_dir, cpu, policy,
-                         quiet=True, meteor=meteor)
+        return train_run(model, seed, data, config, spec, out_dir, cpu, policy, quiet=True, meteor=meteor)
+
 
 
 def choose_shown(dataset: CaptionDataset, show) -> list[CaptionImage]:

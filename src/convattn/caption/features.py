@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convattn.caption.encoders import EncoderSpec, build_encoder, check_spec, load_image, weights_fingerprint
+from convattn.caption.encoders import (EncoderSpec, build_encoder, check_spec, dihedral, load_image,
+                                      weights_fingerprint)
 from convattn.common import distributed, io
 from convattn.common.errors import UserError
 from convattn.common.progress import log, progress
@@ -62,7 +63,14 @@ def cache_key(dataset: CaptionDataset, spec: EncoderSpec) -> dict:
     }
     if spec.tune:  # the features below the tuned blocks (a frozen encoder's key is unchanged)
         key["tune"] = spec.tune
+    if spec.transform:  # the images flipped or turned first (augmentation)
+        key["transform"] = spec.transform
     return key
+
+
+def label(spec: EncoderSpec) -> str:
+    """How the log and the progress bar name an extraction."""
+    return f"{spec.name}/{spec.layer}" + (f" (symmetry {spec.transform} of 7)" if spec.transform else "")
 
 
 def cache_folder(key: dict) -> Path:
@@ -121,7 +129,7 @@ def dataset_features(dataset: CaptionDataset, spec: EncoderSpec, device: torch.d
     if distributed.is_local_main():
         io.write_json(meta_path, meta)
     distributed.barrier()  # the cache is complete on every machine before anyone reads it
-    log(f"features: {n} images through {spec.name}/{spec.layer} in {seconds:.1f} s "
+    log(f"features: {n} images through {label(spec)} in {seconds:.1f} s "
         f"({n / seconds:.1f} images/s), grid {grid[0]}x{grid[1]}, cached in {folder}")
     features = np.load(array_path, mmap_mode="r")
     return features, grid, {"cached": False, "folder": str(folder), "seconds": round(seconds, 2),
@@ -145,7 +153,7 @@ def extract_resumable(encoder, dataset: CaptionDataset, spec: EncoderSpec, devic
         if state.get("key") == key:
             out, done, grid = np.load(partial, mmap_mode="r+"), int(state["done"]), tuple(state["grid"])
             log(f"features: resuming the extraction at image {done + 1} of {n}")
-    bar = progress(total=n, initial=done, desc=f"features {spec.name}/{spec.layer}", unit="img", quiet=quiet)
+    bar = progress(total=n, initial=done, desc=f"features {label(spec)}", unit="img", quiet=quiet)
     for lo, f in encode(encoder, dataset, spec, device, range(done, n), batch_size):
         grid = tuple(f.shape[2:])
         f = f.flatten(2).transpose(1, 2)                                  # [B, R, C]
@@ -178,7 +186,7 @@ def encode(encoder, dataset: CaptionDataset, spec: EncoderSpec, device, rows: ra
     """-> (first row, encoder output [B, C, H', W']) for the images of `rows`, in batches."""
     with torch.inference_mode():
         for lo in range(rows.start, rows.stop, batch_size):
-            batch = [load_image(dataset.path(im), spec.image_size)
+            batch = [dihedral(load_image(dataset.path(im), spec.image_size), spec.transform)
                      for im in dataset.images[lo:min(lo + batch_size, rows.stop)]]
             x = torch.stack(batch).to(device).contiguous(memory_format=torch.channels_last)
             yield lo, encoder(x)
@@ -191,7 +199,7 @@ def extract_shared(encoder, dataset: CaptionDataset, spec: EncoderSpec, device, 
     shares, and the first rank of each machine writes features.npy atomically -> the grid."""
     rows = distributed.rows(len(dataset.images))
     parts, grid = [], None
-    bar = progress(total=len(rows), desc=f"features {spec.name}/{spec.layer}", unit="img", quiet=quiet)
+    bar = progress(total=len(rows), desc=f"features {label(spec)}", unit="img", quiet=quiet)
     for _, f in encode(encoder, dataset, spec, device, rows, batch_size):
         grid = tuple(f.shape[2:])
         parts.append(cache_precision(f.flatten(2).transpose(1, 2)).cpu().numpy())  # [B, R, C]

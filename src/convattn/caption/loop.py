@@ -28,6 +28,7 @@ def train_one_epoch(decoder, optimizer, data: Data, config, epoch: int, seed: in
     # the order depends only on (seed, epoch), so a resumed run sees the same batches
     order = torch.randperm(len(data.train_images), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
     order = order.to(data.train_images.device)
+    symmetries = data.symmetries(seed, epoch)  # augmentation: each pair's flip or turn; None: off
     losses = []
     bar = progress(total=len(order), desc=f"epoch {epoch + 1}/{config.epochs}", unit="caption", quiet=quiet)
     ranks = distributed.size()
@@ -41,7 +42,8 @@ def train_one_epoch(decoder, optimizer, data: Data, config, epoch: int, seed: in
         captions = data.train_captions[pairs]                        # [B, max_len]
         length = int((captions != PAD_ID).sum(1).max())
         captions = captions[:, :length]                              # no steps over pure padding
-        logits, alphas = decoder(data.rows(data.train_images[pairs]), captions)  # [B, T-1, V]
+        features = data.rows(data.train_images[pairs], None if symmetries is None else symmetries[pairs])
+        logits, alphas = decoder(features, captions)                 # [B, T-1, V]
         if ranks == 1:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), captions[:, 1:].reshape(-1),
                                    ignore_index=PAD_ID)

@@ -46,6 +46,10 @@ class CaptionConfig(Config):
                                "the self-critical stage scales it as --scst-lr scales --lr",
                                key="unless_default")
     # decoders (docs/results.md, "What it measured"; the study's Q3.1a and Q3.1b)
+    augment: str = option("none", "dihedral: each training pair read under one of its image's 8 flips and "
+                          "quarter turns, drawn per epoch (the features of each cached); a caption naming "
+                          "a direction (left, top, north, vertical, ...) keeps its image as it is",
+                          choices=("none", "dihedral"), key="unless_default")
     models: tuple[str, ...] = option(("no_attention", "attention"), "decoders to train (the study's "
                                      "two LSTMs by default; transformer: a Transformer decoder)",
                                      choices=tuple(MODELS), key=False)
