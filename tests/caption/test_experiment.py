@@ -219,3 +219,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["caption", "--data", str(tmp_path), "--epochs", "0"]) == 2
     assert capsys.readouterr().err == "convattn: error: --epochs 0: must be at least 1\n"
+
+
+def test_caption_maps_measures_what_the_run_measured(finished, capsys):
+    """`caption maps OUT:MODEL` decodes each seed's model.pt again: greedy test captions, as
+    the smoke runs decoded theirs, so its measures are the runs' own (same code, same machine)."""
+    out, summary = finished
+    assert main(["caption", "maps", f"{out}:attention", "--json"]) == 0
+    maps = json.loads(capsys.readouterr().out)
+    assert [s["seed"] for s in maps["seeds"]] == summary["seeds"] and maps["split"] == "test"
+    for measured, stored in zip(maps["seeds"], summary["models"]["attention"]["seeds"]):
+        for name in ("border_ratio", "attention_peak", "attention_entropy", "attention_shift"):
+            assert measured[name] == pytest.approx(stored[name], rel=1e-9), name
+    assert main(["caption", "maps", f"{out}:attention", "--split", "val"]) == 0
+    text = capsys.readouterr().out
+    assert "val captions (greedy)" in text and "mean ± std" in text
+    assert main(["caption", "maps", f"{out}:no_attention"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no_attention has no attention maps" in err

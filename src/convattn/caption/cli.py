@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_train)
 
-    sub = parser.add_subparsers(dest="caption_command", metavar="{predict,compare,ensemble}")
+    sub = parser.add_subparsers(dest="caption_command", metavar="{predict,compare,ensemble,maps}")
     pred = sub.add_parser("predict", help="caption image files with a trained model.pt",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pred.add_argument("--model", required=True, action="append", metavar="MODEL_PT",
@@ -92,6 +92,19 @@ def register(subparsers) -> None:
     ens.add_argument("--device", dest="ensemble_device", default="auto", help="auto, cpu or cuda")
     ens.add_argument("--json", dest="ensemble_json", action="store_true", help="print the result as JSON")
     ens.set_defaults(func=_ensemble)
+
+    maps = sub.add_parser("maps", help="where an experiment's attention decoder looks: per seed, the maps "
+                          "of its captions of a split (greedy by default), their outer-ring share, peak, "
+                          "entropy and shift")
+    maps.add_argument("spec", metavar="OUT:MODEL", help="an experiment's --out folder and one of its "
+                      "attention decoders, e.g. runs/best:attention")
+    maps.add_argument("--split", dest="maps_split", choices=("val", "test"), default="test")
+    maps.add_argument("--beam", dest="maps_beam", type=int, default=1, help="beam size (1 = greedy)")
+    maps.add_argument("--data", dest="maps_data", default=None,
+                      help="the dataset folder (default: the one in OUT/summary.json)")
+    maps.add_argument("--device", dest="maps_device", default="auto", help="auto, cpu or cuda")
+    maps.add_argument("--json", dest="maps_json", action="store_true", help="print the result as JSON")
+    maps.set_defaults(func=_maps)
 
 
 def config_from_args(args) -> CaptionConfig:
@@ -197,6 +210,27 @@ def _ensemble(args) -> int:
     print(f"test CIDEr-D {out['test']['coco']['cider']:.4f}, BLEU-4 {out['test']['coco']['bleu4']:.4f}; "
           f"ensemble - seeds: {v['difference']:+.4f}, 95% paired bootstrap interval over {v['images']} test "
           f"images [{v['ci_low']:+.4f}, {v['ci_high']:+.4f}]")
+    return 0
+
+
+def _maps(args) -> int:
+    from convattn.caption.maps import MEASURES, map_statistics
+
+    if args.maps_beam < 1:
+        raise UserError(f"--beam {args.maps_beam}: must be at least 1 (1 = greedy)")
+    out = map_statistics(args.spec, choose_device(args.maps_device), args.maps_split, args.maps_beam, args.maps_data)
+    if args.maps_json:
+        print(json.dumps(out, indent=2))
+        return 0
+    decoding = "greedy" if out["beam"] == 1 else f"beam {out['beam']}"
+    print(f"{out['model']}, {out['split']} captions ({decoding}), every generated word's map on the "
+          f"{out['grid'][0]}x{out['grid'][1]} grid:")
+    names = {"border_ratio": "outer ring / area", "attention_peak": "peak / uniform",
+             "attention_entropy": "entropy / uniform", "attention_shift": "shift"}
+    for s in out["seeds"]:
+        print(f"  seed {s['seed']}: " + ", ".join(f"{names[m]} {s[m]:.3f}" for m in MEASURES))
+    print("  mean ± std: " + ", ".join(f"{names[m]} {out['mean'][m][0]:.3f} ± {out['mean'][m][1]:.3f}"
+                                       for m in MEASURES))
     return 0
 
 

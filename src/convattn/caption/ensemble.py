@@ -73,29 +73,16 @@ def score_ensemble(spec: str, device, data_dir=None, images_dir=None) -> dict:
     test, with a paired bootstrap over test images of the ensemble minus the seeds (each
     image's score the mean over seeds). Written to OUT/ensemble_MODEL.json."""
     from convattn.caption import metrics
-    from convattn.caption.checkpoint import encoder_spec, max_steps
-    from convattn.caption.compare import load_model_summary
-    from convattn.caption.data import Data
-    from convattn.caption.features import dataset_features
+    from convattn.caption.checkpoint import max_steps
     from convattn.caption.inference import caption_split
+    from convattn.caption.maps import stored_runs
     from convattn.caption.rerank import reranker_for
-    from convattn.caption.run import run_dir
     from convattn.common import io
-    from convattn.data.captions import load_dataset
 
-    summary, model = load_model_summary(spec, command="caption ensemble")
-    out = Path(spec.rpartition(":")[0])
-    out = out.parent if out.suffix == ".json" else out
-    paths = [run_dir(out, summary["encoder"]["layer"], model, seed) / "model.pt" for seed in summary["seeds"]]
+    summary, model, out, paths, data, _ = stored_runs(spec, "caption ensemble", device, data_dir, images_dir)
     if len(paths) < 2:
         raise UserError(f"caption ensemble: {out} has one seed of {model}; an ensemble needs a run with --seeds 2 or more")
     decoder, ckpt = load_ensemble(paths, device)
-    dataset = load_dataset(data_dir or summary["dataset"]["path"], images_dir)
-    if dataset.fingerprint != summary["data"]["fingerprint"]:
-        raise UserError(f"caption ensemble: {dataset.root} is not the dataset {out} was trained on; "
-                        "pass that one with --data")
-    features, grid, _ = dataset_features(dataset, encoder_spec(ckpt), device, quiet=True)
-    data = Data(dataset, features, grid, device)
     config, steps = summary["config"], max_steps(ckpt)
     reranker, beam = reranker_for(data, config.get("rerank", 0)), config.get("beam", 1)
     scores = {}
