@@ -119,7 +119,7 @@ def test_rsicd_presets_adapt_only_the_scale_and_the_protocol():
         assert PRESETS[name + "-fast"] == PRESETS[name].replace(preset=name + "-fast", epochs=2, seeds=2)
     assert RSICD_OF["homework"] == RSICD_OF["fast"] == ("rsicd", "rsicd-tuned")
     tuned = PRESETS["rsicd-tuned"]  # the best recipe, its encoder's top blocks tuned in fewer epochs
-    assert tuned == best.replace(preset="rsicd-tuned", tune_blocks=2, epochs=2)
+    assert tuned == best.replace(preset="rsicd-tuned", tune_blocks=2, epochs=2, attention_entropy=0.015)
     assert PRESETS["rsicd-tuned-fast"] == tuned.replace(preset="rsicd-tuned-fast", epochs=1, seeds=2)
 
 

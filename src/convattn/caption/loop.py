@@ -91,7 +91,8 @@ def entropy_penalty(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     Each map is renormalised over the image first (a sentinel's weight is not a region).
     It pushes every word to look at few regions rather than spread over the whole grid."""
     maps = alphas / alphas.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    entropy = -(maps * maps.clamp_min(1e-12).log()).sum(dim=-1) / math.log(alphas.shape[-1])  # [B, T-1]
+    # over log R (one region: no entropy, whatever the divisor)
+    entropy = -(maps * maps.clamp_min(1e-12).log()).sum(dim=-1) / max(math.log(alphas.shape[-1]), 1e-12)
     return (entropy * mask).sum() / mask.sum().clamp_min(1)
 
 

@@ -127,7 +127,7 @@ def border_mass(alphas: list[np.ndarray], grid) -> dict:
     area = float(ring.mean())
     mass = float(share.mean())
     regions = weights.shape[1]
-    entropy = -(maps * np.log(np.maximum(maps, 1e-300))).sum(axis=1) / np.log(regions)
+    entropy = -(maps * np.log(np.maximum(maps, 1e-300))).sum(axis=1) / max(np.log(regions), 1e-12)
     return {"border_mass": mass, "border_area_share": area, "border_ratio": mass / area,
             "attention_peak": float(maps.max(axis=1).mean() * regions),
             "attention_entropy": float(entropy.mean()),

@@ -19,6 +19,7 @@ gloo group even when training uses NCCL, so they never need a GPU copy.
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -76,8 +77,13 @@ def init(device: torch.device) -> torch.device:
 
 
 def cleanup() -> None:
+    """At exit: leave the process group while the interpreter is whole. Objects that still
+    hold the group (a DistributedDataParallel wrapper caught in a reference cycle) are
+    collected first: left to the interpreter's teardown, gloo's worker threads can outlive
+    it and abort the process after a finished run."""
     global _world
     if _world is not None and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
     _world = None
 
