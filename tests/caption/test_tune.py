@@ -126,3 +126,16 @@ def test_predict_and_serve_caption_with_the_trained_blocks(tuned_run, tiny_data,
     trained blocks, gets the caption the run reported (beam 5 and the stored reranker)."""
     _, summary, model = tuned_run
     assert_predict_and_serve_give_the_runs_captions(model, summary, tiny_data, capsys)
+
+
+def test_multi_level_regions_caption_the_same_through_predict_and_serve(tiny_data, tmp_path, capsys):
+    """A tuned run on two depths per region (--feature-layer multi): the cache holds the
+    trunk's activations and the stride-16 channels, and an image encoded on its own gets the
+    run's caption."""
+    config = TUNED.replace(feature_layer="multi")
+    summary = experiment.run(config, tiny_data, tmp_path, device="cpu", quiet=True)
+    folder = summary["timing"]["features"]["multi"]["folder"]
+    assert np.load(f"{folder}/features.npy", mmap_mode="r").shape[2] == 192 + 112
+    assert summary["encoder"]["channels"] == 432
+    model = run.run_dir(tmp_path, "multi", "attention", 42) / "model.pt"
+    assert_predict_and_serve_give_the_runs_captions(model, summary, tiny_data, capsys)
