@@ -17,7 +17,6 @@ import torch
 
 from convattn.caption.features import dataset_features
 from convattn.common.config import require
-
 from convattn.data.captions import CaptionDataset, CaptionImage, build_vocabulary
 
 
@@ -50,6 +49,8 @@ class Data:
         # [8, N, R, C]: symmetry t of every image (t = 0: as it is), or None without augmentation
         self.variants = None if variants is None else torch.stack(
             [self.features, *(torch.from_numpy(np.array(v)).to(device) for v in variants)])
+        if self.variants is not None:
+            self.features = self.variants[0]  # a view: the images as they are, held once
         self.train_directional = torch.tensor(
             [names_direction(c) for im in train for c in im.captions], dtype=torch.bool, device=device)
         self.rerankers = {}  # neighbours -> rerank.ConsensusReranker, built on first use (reranker_for)

@@ -173,7 +173,6 @@ def _train_run_in_worker(task: tuple) -> dict:
         return train_run(model, seed, data, config, spec, out_dir, cpu, policy, quiet=True, meteor=meteor)
 
 
-
 def choose_shown(dataset: CaptionDataset, show) -> list[CaptionImage]:
     """The images named by --show; the study's default three only where the dataset has them
     all, else its first three test images (said in the log)."""

@@ -115,8 +115,8 @@ def border_mass(alphas: list[np.ndarray], grid) -> dict:
     attention_entropy: mean over tokens of the map's entropy over log R (1 for uniform, 0 for
     one region); attention_shift: mean over captions of the mean total-variation distance
     between each token's map and the caption's mean map (0 when every word of a caption
-    looks at the same place, whatever it names); sentinel_weight: mean weight not on the image (0 without a sentinel);
-    tokens: how many were averaged. A flat map can leave the ring (ratio near 1) without
+    looks at the same place, whatever it names); sentinel_weight: mean weight not on the
+    image (0 without a sentinel); tokens: how many were averaged. A flat map can leave the ring (ratio near 1) without
     looking anywhere: the peak and the entropy tell the two apart, and a map peaked on one
     fixed place shows as a shift near 0."""
     weights = np.concatenate([np.asarray(a, dtype=np.float64) for a in alphas], axis=0)  # [N, R]
