@@ -47,7 +47,8 @@ def _captions(colour: str, shape: str, background: str) -> list[list[str]]:
 
 
 def make_tiny_captions(root, n_train: int = 30, n_val: int = 8, n_test: int = 8, size: int = 48,
-                       seed: int = 0, names: str | None = None) -> Path:
+                       seed: int = 0, names: str | None = None, labels: bool = False) -> Path:
+    """`labels`: every image gets a scene "label" (its shape), as RSICD's dataset.json has."""
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -70,7 +71,8 @@ def make_tiny_captions(root, n_train: int = 30, n_val: int = 8, n_test: int = 8,
                       "raw": " ".join(c) + " .", "imgid": i, "sentid": 5 * i + s}
                      for s, c in enumerate(_captions(colour, shape, background))]
         images.append({"filename": filename, "imgid": i, "split": split,
-                       "sentids": [5 * i + s for s in range(5)], "sentences": sentences})
+                       "sentids": [5 * i + s for s in range(5)], "sentences": sentences,
+                       **({"label": shape} if labels else {})})
     (root / "dataset.json").write_text(json.dumps({"dataset": "tiny", "images": images}))
     return root
 

@@ -41,7 +41,7 @@ def test_one_default_feature_layer():
 @pytest.mark.parametrize("change, message", [
     ({"epochs": 0}, "--epochs 0: must be at least 1"),
     ({"feature_layer": "layer4"}, "--feature-layer layer4: efficientnet-lite0 has head, blocks, multi (or auto)"),
-    ({"models": ("attention", "lstm")}, "--models attention lstm: expected one of no_attention, attention, transformer"),
+    ({"models": ("attention", "lstm")}, "--models attention lstm: expected one of no_attention, attention, transformer, prior, class-prior, nearest"),
     ({"attention_act": "gelu"}, "--attention-act gelu: expected one of tanh, relu"),
     ({"image_size": 16}, "--image-size 16: images must be at least 32 pixels"),
     ({"dropout": 1.0}, "--dropout 1: must be in [0, 1)"),

@@ -60,6 +60,19 @@ def compare_pairs(results: dict, samples: int) -> list[dict]:
     return out
 
 
+def against_reference(decoders: dict, results: dict, samples: int) -> list[dict]:
+    """Each trained decoder against the strongest reference captioner of `results` (the one
+    with the highest validation CIDEr-D: chosen on validation, like everything else): paired
+    bootstrap over test images of decoder - reference, CIDEr-D and the study's bleu4."""
+    references = [m for m in results if m not in decoders]
+    if not references or not decoders:
+        return []
+    strongest = max(references, key=lambda m: results[m][0].best_val_cider)
+    pairs = {m: results[m] for m in (strongest, *decoders)}
+    return [{**c, "reference": strongest, "chosen_by": "validation CIDEr-D"}
+            for c in compare_pairs(pairs, samples) if c["pair"].endswith(f" - {strongest}")]
+
+
 def compare_summaries(a: tuple[dict, str], b: tuple[dict, str], samples: int = 10000) -> dict:
     """(summary, model) of two experiments on the same test images -> paired bootstrap of
     CIDEr-D, b - a, over test images (each image's score the mean over the model's seeds)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +24,15 @@ import torch
 
 from convattn.caption import metrics, plots
 from convattn.caption.checkpoint import load_decoder
-from convattn.caption.compare import compare, compare_pairs
+from convattn.caption.compare import against_reference, compare, compare_pairs
 from convattn.caption.data import Data, load_data
 from convattn.caption.encoders import ENCODER_LAYERS, EncoderSpec, check_spec, load_image
 from convattn.caption.inference import caption_images
 from convattn.caption.presets import STUDY_SHOWN, CaptionConfig
+from convattn.caption.reference import CAPTIONERS, run_captioner, unavailable
 from convattn.caption.rerank import reranker_for
-from convattn.caption.result import RunResult
 from convattn.caption.run import run_dir, train_run
+from convattn.caption.summary import captions_by_image, summarise_model
 from convattn.common import distributed, io, runs
 from convattn.common.errors import UserError
 from convattn.common.progress import log
@@ -45,12 +47,6 @@ LAYER_NOTES = {
         "Sydney-Captions (docs/results.md), and its 4x fewer channels make the attention decoder 2x faster",
 }
 
-SCALARS = ("test_bleu4", "test_bleu4_best", "best_val_bleu4", "final_val_bleu4", "cider",
-           "rouge_l", "meteor", "bleu1", "bleu2", "bleu3", "corpus_bleu4", "seconds")
-COCO = ("bleu1", "bleu2", "bleu3", "bleu4", "cider", "rouge_l", "meteor")
-BORDER = ("border_mass", "border_area_share", "border_ratio", "attention_peak", "attention_entropy",
-          "attention_shift", "sentinel_weight")
-EPOCHS = ("train_loss", "val_bleu4", "val_cider", "test_cider", "test_coco_bleu4")  # per epoch
 
 
 def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool = False,
@@ -64,19 +60,22 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
     device = distributed.init(device)
     quiet = quiet or not distributed.is_main()
     out_dir = Path(out_dir)
-    dataset = load_dataset(data_dir, images_dir)
+    dataset = load_dataset(data_dir, images_dir, scheme=config.split)
     shown_images = choose_shown(dataset, config.show)
     config = config.replace(show=tuple(im.name for im in shown_images))
     seeds = [config.seed + i for i in range(config.seeds)]
     timing = {"features": {}}
 
+    decoders = [m for m in config.models if m not in CAPTIONERS]
+    skipped = {}
+
     def train_layer(layer: str, seed_list):
-        """-> spec, data, {model: [result per seed]} for one feature layer."""
+        """-> spec, data, {decoder: [result per seed]} for one feature layer."""
         spec = EncoderSpec(config.encoder, layer, config.image_size, config.encoder_weights, config.tune_blocks)
         check_spec(spec)
         data, info = load_data(dataset, spec, config, device, quiet)
         timing["features"][layer] = info
-        tasks = [(m, s) for m in config.models for s in seed_list]
+        tasks = [(m, s) for m in decoders for s in seed_list]
         jobs = parallel_jobs(config, device, len(tasks))
         if jobs > 1:  # no_attention last: its runs are the shortest, so they fill in at the end
             done = train_in_processes(config, sorted(tasks, key=lambda t: t[0] == "no_attention"), jobs,
@@ -85,7 +84,7 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
             with metrics.MeteorScorer() as meteor:  # one Java process for every run here
                 done = {(m, s): train_run(m, s, data, config, spec, out_dir, device, policy, quiet, meteor)
                         for m, s in tasks}
-        return spec, data, {m: [done[(m, s)] for s in seed_list] for m in config.models}
+        return spec, data, {m: [done[(m, s)] for s in seed_list] for m in decoders}
 
     with torch_threads(config.threads if device.type == "cpu" else 0):
         selection = None
@@ -100,18 +99,20 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
                 f"{k} val {v['mean_final_val_bleu4']:.4f}" for k, v in candidates.items()) + ")")
         else:
             layer = config.feature_layer
-        spec, data, results = train_layer(layer, seeds)
+        spec, data, trained = train_layer(layer, seeds)
         if not distributed.is_main():
             return None
+        results = {**trained, **reference_runs(config, data, seeds[0], skipped, quiet)}
+        results = {m: results[m] for m in config.models if m in results}  # in --models order
         max_steps = config.max_steps or data.max_len
         # the shown images' captions by each model's first seed, from its model.pt as predict reads it
         generated = {m: caption_images(load_decoder(run_dir(out_dir, spec.layer, m, seeds[0]) / "model.pt",
                                                     device)[0],
                                        data, shown_images, max_steps, config.beam, reranker_for(data, config.rerank))
-                     for m in results}
+                     for m in trained}
 
     summary = {
-        "dataset": {"name": dataset.name, "path": str(Path(data_dir).resolve()),
+        "dataset": {"name": dataset.name, "path": str(Path(data_dir).resolve()), "split": config.split,
                     "images": {s: len(dataset.split(s)) for s in ("train", "val", "test")}},
         "vocab_size": len(data.vocab), "max_len": data.max_len,
         "encoder": {"name": spec.name, "layer": spec.layer, "channels": spec.channels,
@@ -123,12 +124,15 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
         "config": config.to_dict(), "seeds": seeds,
         "metric": "bleu4 = mean over test images of nltk sentence_bleu (uniform 4-gram weights, "
                   "no smoothing, 5 lower-cased references, hypothesis without special tokens)",
-        "models": {m: summarise_model(r) for m, r in results.items()},
+        "models": {m: summarise_model(r, data) for m, r in results.items()},
         "captions": captions_by_image(data, results),
     }
-    if "no_attention" in results and "attention" in results:
-        summary["comparison"] = compare(results["no_attention"], results["attention"], config.bootstrap)
-    summary["comparisons"] = compare_pairs(results, config.bootstrap)
+    if skipped:
+        summary["skipped"] = skipped
+    if "no_attention" in trained and "attention" in trained:
+        summary["comparison"] = compare(trained["no_attention"], trained["attention"], config.bootstrap)
+    summary["comparisons"] = compare_pairs(trained, config.bootstrap)
+    summary["against_reference"] = against_reference(trained, results, config.bootstrap)
     timing.update(runs_seconds=sum(m["seconds_total"] for m in summary["models"].values()),
                   total_seconds=None)
     base = runs.summary_base("caption", config, {"fingerprint": dataset.fingerprint, **summary["dataset"]},
@@ -141,6 +145,22 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
     summary["timing"]["total_seconds"] = time.perf_counter() - started
     io.write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def reference_runs(config: CaptionConfig, data: Data, seed: int, skipped: dict, quiet: bool) -> dict:
+    """{captioner: [its one result]} for the reference captioners of --models that can run on
+    `data`; the others go into `skipped` with the reason (also logged)."""
+    out = {}
+    with metrics.MeteorScorer() if config.meteor else nullcontext() as meteor:
+        for name in (m for m in config.models if m in CAPTIONERS):
+            if (reason := unavailable(name, data)) is not None:
+                log(f"{name}: skipped: {reason}")
+                skipped[name] = reason
+                continue
+            result = run_captioner(name, data, seed, meteor, quiet)
+            log(f"{name}: test bleu4 {result.test_bleu4:.4f}, CIDEr {result.cider:.3f}, {result.seconds:.1f} s")
+            out[name] = [result]
+    return out
 
 
 def parallel_jobs(config: CaptionConfig, device, runs_to_train: int) -> int:
@@ -168,7 +188,7 @@ def _train_run_in_worker(task: tuple) -> dict:
     config, model, seed, data_dir, images_dir, spec, out_dir, policy = task
     torch.set_num_threads(config.threads)
     cpu = torch.device("cpu")
-    data, _ = load_data(load_dataset(data_dir, images_dir), spec, config, cpu, quiet=True)
+    data, _ = load_data(load_dataset(data_dir, images_dir, scheme=config.split), spec, config, cpu, quiet=True)
     with metrics.MeteorScorer() as meteor:
         return train_run(model, seed, data, config, spec, out_dir, cpu, policy, quiet=True, meteor=meteor)
 
@@ -215,81 +235,3 @@ def layer_scores(trained: dict) -> dict:
               for m, results in trained.items()}
     scores["mean_final_val_bleu4"] = float(np.mean([s["final_val_bleu4"] for s in scores.values()]))
     return scores
-
-
-def _flat(result: RunResult) -> dict:
-    """One run's scalar metrics under the names summary.json uses."""
-    out = {k: getattr(result, k) for k in ("test_bleu4", "test_bleu4_best", "best_val_bleu4",
-                                           "final_val_bleu4", "cider", "rouge_l", "meteor", "seconds")}
-    cb = result.corpus_bleu
-    out.update(bleu1=cb["bleu1"], bleu2=cb["bleu2"], bleu3=cb["bleu3"], corpus_bleu4=cb["bleu4"])
-    return out
-
-
-def summarise_model(results: list[RunResult]) -> dict:
-    """The first seed's run in full (the study's seed), every seed's scalars, mean and std."""
-    first = results[0]
-    out = {k: getattr(first, k) for k in ("train_loss", "val_bleu4", "test_bleu4", "test_bleu4_best",
-                                          "best_epoch", "best_val_bleu4", "final_val_bleu4",
-                                          "corpus_bleu", "cider", "rouge_l", "meteor", "seconds")}
-    out["seed"] = first.seed
-    out["seeds"] = [{"seed": r.seed, "best_epoch": r.best_epoch, "selected_by": r.selected_by,
-                     **_flat(r), "coco": r.coco, **{k: getattr(r, k) for k in EPOCHS},
-                     **{k: getattr(r, k) for k in (*BORDER, "scst_reward") if getattr(r, k) is not None}}
-                    for r in results]
-    for name in SCALARS:
-        mean, std = metrics.mean_std([_flat(r)[name] for r in results])
-        out[f"{name}_mean"], out[f"{name}_std"] = mean, std
-    out["seconds_total"] = sum(r.seconds for r in results)
-    # the coco-caption metrics papers report, {mean, std} over seeds
-    out["coco"] = {}
-    for name in COCO:
-        mean, std = metrics.mean_std([r.coco[name] for r in results])
-        out["coco"][name] = {"mean": mean, "std": std}
-    out["val_cider"] = first.val_cider
-    out["as_published"] = as_published(results)
-    # each test image's CIDEr-D, mean over seeds: what a paired bootstrap between two
-    # experiments (two recipes on the same test split) needs (compare_summaries)
-    out["cider_per_image"] = np.mean([r.cider_per_image for r in results], axis=0).tolist()
-    if first.scst_reward is not None:  # self-critical epochs: per epoch, mean sampled reward
-        out["scst_reward"] = first.scst_reward
-    if first.before_scst is not None:  # the same runs' cross-entropy models, before the self-critical stage
-        out["before_scst"] = {"coco": {}}
-        for name in COCO[:-1]:  # no METEOR
-            mean, std = metrics.mean_std([r.before_scst["coco"][name] for r in results])
-            out["before_scst"]["coco"][name] = {"mean": mean, "std": std}
-        mean, std = metrics.mean_std([r.before_scst["test_bleu4"] for r in results])
-        out["before_scst"]["test_bleu4"] = {"mean": mean, "std": std}
-        # paired bootstrap over test images of (after - before) CIDEr-D, seeds averaged per image
-        before = np.mean([r.before_scst["cider_per_image"] for r in results], axis=0)
-        after = np.mean([r.cider_per_image for r in results], axis=0)
-        out["before_scst"]["scst_gain"] = {"metric": "cider", **metrics.paired_bootstrap(before, after)}
-    if first.has_attention_maps:  # attention decoders: outer-ring attention, mean over seeds
-        out["border_mass"], out["border_mass_std"] = metrics.mean_std([r.border_mass for r in results])
-        out["border_area_share"] = first.border_area_share
-        out["border_ratio"] = out["border_mass"] / out["border_area_share"]
-        out["sentinel_weight"], _ = metrics.mean_std([r.sentinel_weight for r in results])
-        for name in ("attention_peak", "attention_entropy", "attention_shift"):
-            if getattr(first, name) is not None:  # runs stored before it was measured lack it
-                out[name], out[f"{name}_std"] = metrics.mean_std([getattr(r, name) for r in results])
-    return out
-
-
-def as_published(results: list[RunResult]) -> dict:
-    """The same runs scored the way the top papers select: the epoch and the seed with the
-    best test CIDEr-D (each epoch's test captions decoded as the run decodes them). A
-    reader's measure of how much of a published gap is protocol; it chooses nothing."""
-    seed, epoch, cider = max(((r.seed, e, c) for r in results for e, c in enumerate(r.test_cider)),
-                             key=lambda t: t[2])
-    run = next(r for r in results if r.seed == seed)
-    return {"cider": cider, "bleu4": run.test_coco_bleu4[epoch], "seed": seed, "epoch": epoch + 1,
-            "rule": "the epoch and seed with the best test CIDEr-D (coco BLEU-4 of that epoch)"}
-
-
-def captions_by_image(data: Data, results: dict) -> dict:
-    """Test image name -> references and each model's caption (first seed)."""
-    out = {}
-    for im in data.splits["test"]:
-        out[im.name] = {"filename": im.filename, "references": [" ".join(c) for c in im.captions],
-                        **{m: r[0].captions[im.name] for m, r in results.items()}}
-    return out

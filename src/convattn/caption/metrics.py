@@ -27,7 +27,6 @@ over a second on a 2-core machine, paid only where BLEU is computed.
 
 from __future__ import annotations
 
-import math
 import shutil
 import warnings
 
@@ -195,6 +194,22 @@ def all_metrics(references, hypotheses, meteor: MeteorScorer | None = None) -> d
     return out
 
 
+def specificity(captions: list[str], training: set[str], references: list[list[list[str]]]) -> dict:
+    """How specific a set of test captions is (van Miltenburg et al., "Measuring the Diversity
+    of Automatic Image Descriptions", COLING 2018): distinct captions per test image, the share
+    of captions that are a training caption word for word (`training`: the training captions'
+    tokens joined by spaces, as `captions` are), words used, mean length in tokens, and the
+    references' mean length and vocabulary beside them."""
+    words = [c.split() for c in captions]
+    refs = [r for refs in references for r in refs]
+    return {"distinct_per_image": len(set(captions)) / len(captions),
+            "copied_from_training": sum(c in training for c in captions) / len(captions),
+            "vocabulary": len({w for c in words for w in c}),
+            "length_mean": float(np.mean([len(c) for c in words])),
+            "references_length_mean": float(np.mean([len(r) for r in refs])),
+            "references_vocabulary": len({w for r in refs for w in r})}
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
     values = [v for v in values if v is not None]
@@ -222,6 +237,3 @@ def paired_bootstrap(a: list[float], b: list[float], samples: int = 10000, seed:
             "level": level, "samples": samples, "p_not_better": float(np.mean(means <= 0)),
             "images": int(len(diff))}
 
-
-def is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x))

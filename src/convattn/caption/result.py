@@ -62,6 +62,8 @@ class RunResult:
     attention_shift: float | None = None
     sentinel_weight: float | None = None
     tokens: int | None = None
+    # reference captioners (caption/reference.py): what was chosen on validation, e.g. nearest's k
+    choice: dict | None = None
 
     def to_dict(self) -> dict:
         """The JSON form: the optional parts only where the run has them (meteor always)."""

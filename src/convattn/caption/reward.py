@@ -100,3 +100,79 @@ class CiderD:
     def scores(self, images, captions: list[list[str]]) -> np.ndarray:
         """images [M] (positions in the references), captions: M token lists -> float64 [M]."""
         return np.array([self.score(int(i), c) for i, c in zip(images, captions)], dtype=np.float64)
+
+
+class PairwiseCiderD:
+    """CIDEr-D between captions of one corpus, many pairs at once: `matrix(ids)` scores every
+    caption of `ids` against every other, as `CiderD(...).score` scores a caption against a
+    single reference (same idf from the same per-image references, same clipping and length
+    penalty), with numpy instead of a Python loop per pair: what consensus retrieval over the
+    captions of k nearest training images needs (caption/reference.py; k = 50 is 250 x 250
+    pairs per image).
+
+    The clipped product sum over n-grams of min(w_c, w_r) * w_r, with w = tf * idf, is
+    sum over t >= 1 of [tf_c >= t] . ([tf_r >= t] tf_r idf^2): a few matrix products, one
+    per count level t."""
+
+    def __init__(self, references: list[list[list[str]]], n: int = NGRAMS, sigma: float = SIGMA):
+        self.n, self.sigma = n, sigma
+        counts = [[ngram_counts(ref, n) for ref in refs] for refs in references]
+        df = defaultdict(int)
+        for refs in counts:
+            for gram in {g for ref in refs for g in ref}:
+                df[gram] += 1
+        # gram ids grouped by order (all unigrams, then bigrams, ...): columns sort by n
+        grams = sorted(df, key=lambda g: (len(g), g))
+        self.gram_id = {g: i for i, g in enumerate(grams)}
+        self.order_start = np.searchsorted(np.array([len(g) for g in grams]), np.arange(1, n + 2))
+        idf = math.log(float(len(references))) - np.log(np.maximum(1.0, np.array([df[g] for g in grams], float)))
+        self.idf2 = idf ** 2
+        # each caption's words as an id shared by every caption with the same words
+        text_ids, first = {}, []
+        for i, caption in enumerate(c for refs in references for c in refs):
+            if tuple(caption) not in text_ids:
+                text_ids[tuple(caption)] = len(first)
+                first.append(i)
+        self.text_id = np.array([text_ids[tuple(c)] for refs in references for c in refs])  # [C]
+        self.text_first = np.array(first)                                            # [texts]
+        self.caption_grams, self.caption_tf = [], []
+        for refs in counts:
+            for c in refs:
+                self.caption_grams.append(np.array([self.gram_id[g] for g in c], dtype=np.int64))
+                self.caption_tf.append(np.array(list(c.values()), dtype=np.float64))
+        norms = [[0.0] * n for _ in self.caption_grams]
+        for i, (ids, tf) in enumerate(zip(self.caption_grams, self.caption_tf)):
+            w2 = (tf ** 2) * self.idf2[ids]
+            for k in range(n):
+                lo, hi = self.order_start[k], self.order_start[k + 1]
+                norms[i][k] = math.sqrt(float(w2[(ids >= lo) & (ids < hi)].sum()))
+        self.norms = np.array(norms)                                                 # [C, n]
+        self.bigrams = np.array([sum(tf for g, tf in c.items() if len(g) == 2)
+                                 for refs in counts for c in refs], dtype=np.float64)  # [C]
+
+    def matrix(self, ids) -> np.ndarray:
+        """Caption ids (positions in the flattened references, image by image) [Q] ->
+        float64 [Q, Q]: entry (i, j) is caption i's CIDEr-D against caption j alone. Captions
+        with the same words are scored once (remote-sensing references repeat a lot)."""
+        texts, back = np.unique(self.text_id[np.asarray(ids)], return_inverse=True)
+        ids = self.text_first[texts]
+        grams = [self.caption_grams[i] for i in ids]
+        rows = np.repeat(np.arange(len(ids)), [len(g) for g in grams])
+        columns, local = np.unique(np.concatenate(grams), return_inverse=True)
+        tf = np.zeros((len(ids), len(columns)))
+        tf[rows, local] = np.concatenate([self.caption_tf[i] for i in ids])
+        bounds = np.searchsorted(columns, self.order_start)
+        weight = tf * self.idf2[columns]
+        total = np.zeros((len(ids), len(ids)))
+        for k in range(self.n):
+            t_k, w_k = tf[:, bounds[k]:bounds[k + 1]], weight[:, bounds[k]:bounds[k + 1]]
+            clipped = np.zeros_like(total)
+            for t in range(1, int(t_k.max(initial=0)) + 1):
+                used = t_k.max(axis=0) >= t  # count levels above 1 touch few n-grams
+                at_least = t_k[:, used] >= t
+                clipped += at_least.astype(float) @ np.where(at_least, w_k[:, used], 0.0).T
+            norm = np.outer(self.norms[ids, k], self.norms[ids, k])
+            total += np.divide(clipped, norm, out=np.zeros_like(norm), where=norm != 0)
+        gap = self.bigrams[ids][:, None] - self.bigrams[ids][None, :]
+        unique = total * np.exp(-gap ** 2 / (2 * self.sigma ** 2)) / self.n * 10.0
+        return unique[np.ix_(back, back)]

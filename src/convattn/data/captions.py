@@ -33,6 +33,7 @@ from convattn.common.errors import UserError
 from convattn.common.progress import log
 from convattn.common.runtime import cache_dir
 from convattn.data.karpathy import caption_tokens, read_dataset_json
+from convattn.data.splits import OFFICIAL, split_names
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)  # indices 0, 1, 2, 3 in every vocabulary
@@ -48,6 +49,7 @@ class CaptionImage:
     filename: str
     split: str
     captions: list[list[str]]
+    label: str | None = None  # dataset.json's scene class, where it has one (RSICD's "label")
 
     @property
     def name(self) -> str:
@@ -78,11 +80,12 @@ class CaptionDataset:
 
 
 def load_dataset(data_dir: str | os.PathLike, images_dir: str | os.PathLike | None = None,
-                 check_images: bool = True) -> CaptionDataset:
+                 check_images: bool = True, scheme: str = OFFICIAL) -> CaptionDataset:
     """Read and validate a Karpathy-style dataset; every problem is a one-line UserError.
 
     `check_images` opens every image header (cheap) to find missing and unreadable files
-    and to record the image sizes.
+    and to record the image sizes. `scheme`: dataset.json's own split, or a named re-split
+    (data/splits.py); the fingerprint is of the files, whatever the split.
     """
     root = Path(data_dir)
     json_path, raw, raw_bytes = read_dataset_json(root, "--data")
@@ -119,15 +122,19 @@ def load_dataset(data_dir: str | os.PathLike, images_dir: str | os.PathLike | No
         if not captions:
             raise UserError(f"{where} ({entry['filename']}): every caption is empty; give it at "
                             "least one caption with tokens, or remove the image")
+        label = entry.get("label")
         images.append(CaptionImage(index=i, filename=str(entry["filename"]), split=split,
-                                   captions=captions))
+                                   captions=captions, label=None if label is None else str(label)))
     if skipped:
         log(f"{json_path}: skipped {len(skipped)} empty caption{'s' if len(skipped) > 1 else ''} "
             f"({_listed(skipped)})")
 
-    for split in SPLITS:
-        if not any(im.split == split for im in images):
-            raise UserError(f"{json_path}: the {split} split is empty; every image needs a "
+    for im, name in zip(images, split_names([im.split for im in images], scheme)):
+        im.split = name
+    for name in SPLITS:
+        if not any(im.split == name for im in images):
+            under = "" if scheme == OFFICIAL else f" under --split {scheme}"
+            raise UserError(f"{json_path}: the {name} split is empty{under}; every image needs a "
                             "\"split\" of train, val or test and each split at least one image")
 
     dataset = CaptionDataset(root=root, images_dir=images_dir,
