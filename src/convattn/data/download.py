@@ -1,14 +1,17 @@
-"""Fashion-MNIST on disk: where to find it, and a verified download into the cache.
+"""Fashion-MNIST on disk, and `convattn download fashion-mnist | rsicd | sydney-captions`.
 
 Search order for the four IDX files: `--data DIR`, then the Debian package's folder
 (`apt-get install dataset-fashion-mnist`), then the download cache
 ($CONVATTN_CACHE/fashion-mnist). `convattn download fashion-mnist` fills the cache from
 the dataset's official release; every file is checked by the SHA-256 of its
 *decompressed* IDX bytes, so a re-compressed mirror (Debian's is one) verifies too.
+RSICD and Sydney-Captions are laid out by rsicd.py and sydney.py; this module is their
+command line.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import os
@@ -97,20 +100,71 @@ def download_fashion_mnist(dest: Path | None = None, base_url: str | None = None
     return dest
 
 
+DATASETS = ("fashion-mnist", "rsicd", "sydney-captions")
+DESCRIPTION = """\
+Download a dataset into the cache ($CONVATTN_CACHE, default ~/.cache/convattn), or --to DIR,
+checking every file before it is kept. Interrupted downloads continue where they stopped
+(an HTTP range request where the server allows one, else file by file); verified files are
+never deleted; a failure is one line naming the file and the fix. Prints the folder.
+
+fashion-mnist    the official release, {fashion},
+                 every file by the SHA-256 of its decompressed contents. Not needed where the
+                 Debian package is installed.
+rsicd            10,921 images from {rsicd_images}
+                 at {rsicd_commit}, each by the SHA-256 manifest shipped with convattn
+                 (--from: another base URL, a folder, a git directory holding that commit, or
+                 a zip/tar; the official RSICD_images.zip of 201528014227051/RSICD_optimal is
+                 verified by its Git LFS SHA-256 {zip_sha}...); captions and the official
+                 split from {rsicd_captions} {captions_commit} metadata/RSICD/RSICD.csv, by its
+                 SHA-256 {captions_sha}... (--captions: a path, URL or clone). About 570 MB.
+                 Then: convattn reproduce --rsicd download, or --rsicd DIR.
+sydney-captions  Sydney_captions.zip of the Hugging Face dataset {sydney} at revision
+                 {sydney_rev} (about 355 MB). Verified against the original dataset.json and
+                 images: each image's split and captions' tokens (lower-cased), and every image
+                 decoded as 500x500 RGB with its 8x8 grey thumbnail within {tolerance} levels of
+                 the original's. Not verified: the zip's bytes, the images' bytes, the captions'
+                 raw text. convattn reproduce fetches it itself when it is not found.
+"""
+
+
 def register(subparsers) -> None:
+    from convattn.data import rsicd, sydney
+
     parser = subparsers.add_parser(
-        "download",
-        description="Download Fashion-MNIST from its official release into "
-                    "$CONVATTN_CACHE/fashion-mnist (default ~/.cache/convattn), verifying each "
-                    "file's SHA-256. Not needed where the Debian package is installed.")
-    parser.add_argument("dataset", choices=["fashion-mnist"])
-    parser.add_argument("--url", default=None,
-                        help=f"base URL of the release or a mirror (default {OFFICIAL_URL})")
-    parser.add_argument("--dest", default=None, help="target folder (default: the cache)")
+        "download", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION.format(
+            fashion=OFFICIAL_URL, rsicd_images=rsicd.IMAGES_REPO, rsicd_commit=rsicd.IMAGES_COMMIT[:12],
+            zip_sha=rsicd.OFFICIAL_ZIP_SHA256[:12], rsicd_captions=rsicd.CAPTIONS_REPO,
+            captions_commit=rsicd.CAPTIONS_COMMIT[:12], captions_sha=rsicd.CAPTIONS_SHA256[:12],
+            sydney=sydney.REPO, sydney_rev=sydney.REVISION[:12], tolerance=sydney.TOLERANCE))
+    parser.add_argument("dataset", choices=DATASETS)
+    parser.add_argument("--to", "--dest", dest="to", default=None, metavar="DIR",
+                        help="target folder (default: $CONVATTN_CACHE/DATASET, where reproduce looks)")
+    parser.add_argument("--from", "--url", dest="source", default=None, metavar="URL_OR_PATH",
+                        help="a mirror, a proxy or a local copy instead of the default source, "
+                             "verified the same way")
+    parser.add_argument("--captions", default=None, metavar="URL_OR_PATH",
+                        help="rsicd: RSICD.csv from elsewhere (a path, a URL or a clone of "
+                             f"{rsicd.CAPTIONS_REPO}), verified by its SHA-256")
+    parser.add_argument("--jobs", type=int, default=8,
+                        help="rsicd from a base URL: requests at a time (default: 8)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    dest = download_fashion_mnist(Path(args.dest) if args.dest else None, args.url)
+    if args.captions and args.dataset != "rsicd":
+        raise UserError(f"--captions: only for rsicd, not {args.dataset}")
+    to = Path(args.to) if args.to else None
+    if args.dataset == "fashion-mnist":
+        dest = download_fashion_mnist(to, args.source)
+    elif args.dataset == "rsicd":
+        from convattn.data.rsicd import download_rsicd
+
+        dest = download_rsicd(to, args.source, args.captions, jobs=args.jobs, quiet=args.quiet)
+    else:
+        from convattn.data.sydney import download_sydney
+
+        dest = download_sydney(to, args.source, quiet=args.quiet)
     print(dest)
     return 0
