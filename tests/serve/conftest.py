@@ -32,6 +32,7 @@ from convattn.caption.rerank import ConsensusReranker
 from convattn.common import io
 from convattn.data.captions import SPECIALS, load_dataset
 from convattn.serve.cli import build
+from serving import LOCAL
 from tiny_captions import make_tiny_captions
 
 IMAGE_SIZE = 128
@@ -179,7 +180,7 @@ def served(report_dir):
 
 @pytest.fixture(scope="session")
 def client(served):
-    with TestClient(served[0]) as c:
+    with TestClient(served[0], base_url=LOCAL) as c:
         yield c
 
 

@@ -24,6 +24,7 @@ from convattn.serve.app import create_app
 from convattn.serve.catalog import given_models, report_models
 from convattn.serve.models import ModelStore
 from convattn.serve.uploads import MAX_BYTES
+from serving import LOCAL
 
 STATIC = Path(app_module.__file__).parent / "static"
 TEMPLATES = Path(app_module.__file__).parent / "templates"
@@ -231,7 +232,7 @@ def test_report(client, report_dir):
 
 
 def test_without_a_report(served):
-    bare = TestClient(create_app(served[1], None))
+    bare = TestClient(create_app(served[1], None), base_url=LOCAL)
     for url in ("/report", "/api/testset", "/api/testset/219/image"):
         r = bare.get(url)
         assert r.status_code == 404 and "make reproduce PRESET=fast" in r.json()["detail"]

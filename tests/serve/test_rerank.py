@@ -14,6 +14,7 @@ from convattn.caption.rerank import ConsensusReranker
 from convattn.common import io
 from convattn.serve.app import create_app
 from convattn.serve.models import ModelStore, given_models
+from serving import LOCAL
 
 CPU = torch.device("cpu")
 
@@ -72,7 +73,7 @@ def test_a_model_with_a_reranker_answers_the_beam_its_neighbours_agree_with(plai
 
 def test_the_json_answer_names_the_reranking(plain, picture, tmp_path):
     store = ModelStore(given_models([with_reranker(plain, tmp_path / "reranked.pt", "a red circle")]), CPU)
-    with TestClient(create_app(store)) as client:
+    with TestClient(create_app(store), base_url=LOCAL) as client:
         assert client.get("/api/models").json()[0]["rerank"] == 9
         upload = tmp_path / "x.png"
         picture.save(upload)
@@ -104,7 +105,7 @@ def test_a_request_without_a_beam_gets_the_runs_decoding(plain, picture, tmp_pat
     assert runs == [(1, "greedy"), (3, "beam 3"), (5, "beam 5 + consensus rerank over 9 training images")]
     upload = tmp_path / "x.png"
     picture.save(upload)
-    with TestClient(create_app(store)) as client:
+    with TestClient(create_app(store), base_url=LOCAL) as client:
         assert [(m["beam"], m["decoding"]) for m in client.get("/api/models").json()] == runs
 
         def post(model: str, **beam) -> dict:

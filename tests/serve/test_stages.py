@@ -12,12 +12,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from convattn.serve.cli import build
+from serving import LOCAL
 
 
 @pytest.fixture(scope="module")
 def stages_client(stages_dir):
     app, _ = build(None, str(stages_dir), "cpu", parallel=1)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
 
 

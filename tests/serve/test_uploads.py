@@ -1,5 +1,6 @@
-"""Checking uploaded images: every bad file is a BadImage with a status and a sentence, and a
-good one becomes exactly the tensor `load_image` makes from the same file."""
+"""Checking uploaded images (images.decode, in-process here): every bad file is a BadImage
+with a status and a sentence, and a good one becomes exactly the tensor `load_image` makes
+from the same file."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ import torch
 from PIL import Image
 
 from convattn.caption.encoders import load_image
-from convattn.serve import uploads
-from convattn.serve.uploads import BadImage, open_upload, to_tensor
+from convattn.serve import images
+from convattn.serve.images import BadImage, Fit, decode
+from convattn.serve.uploads import to_tensor
+
+
+def open_upload(data: bytes, name: str = "the file", fit: Fit = Fit()) -> Image.Image:
+    return decode(data, name, fit).image
 
 
 def picture(size=(90, 60), mode="RGB") -> Image.Image:
@@ -35,6 +41,8 @@ def test_same_tensor_as_load_image(tmp_path, fmt, suffix, size):
     path.write_bytes(data)
     ours = to_tensor(open_upload(data), size)
     assert torch.equal(ours, load_image(path, size))
+    # decoded at the model's size, as the server does, the same pixels
+    assert torch.equal(to_tensor(open_upload(data, fit=Fit(size)), size), ours)
     assert ours.shape == ((3, 64, 64) if size else (3, 60, 90))
 
 
@@ -50,8 +58,10 @@ def test_exif_orientation_applied():
     img = picture((90, 60))
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 clockwise to display"
-    upright = open_upload(encoded(img, "JPEG", exif=exif))
-    assert upright.size == (60, 90)
+    upright = decode(encoded(img, "JPEG", exif=exif))
+    assert upright.image.size == (60, 90) and (upright.width, upright.height) == (60, 90)
+    # fitted as it will be shown: the longer side, now the height, shrunk to 45
+    assert decode(encoded(img, "JPEG", exif=exif), fit=Fit(max_side=45)).image.size == (30, 45)
 
 
 def test_large_images_of_own_size_models_are_shrunk_to_the_training_scale():
@@ -75,14 +85,14 @@ def test_bad_uploads(bomb, data, status, words):
 
 
 def test_pillows_own_bomb_check_is_reported_too(monkeypatch, bomb):
-    monkeypatch.setattr(uploads, "MAX_PIXELS", 10**12)  # let Pillow's limit be the one hit
+    monkeypatch.setattr(images, "MAX_PIXELS", 10**12)  # let Pillow's limit be the one hit
     with pytest.raises(BadImage) as info:
         open_upload(bomb(50_000, 50_000))
     assert info.value.status == 413 and "decompression bomb" in str(info.value)
 
 
 def test_over_the_byte_limit(monkeypatch):
-    monkeypatch.setattr(uploads, "MAX_BYTES", 1000)
+    monkeypatch.setattr(images, "MAX_BYTES", 1000)
     with pytest.raises(BadImage) as info:
         open_upload(encoded(picture((200, 200)), "PNG"))
     assert info.value.status == 413 and "limit" in str(info.value)

@@ -13,13 +13,17 @@
     GET  /static/...                the page's CSS and JavaScript
 
 Every error is JSON {"detail": "<a sentence>"} with a 4xx status (5xx only for a bug, and
-still without a traceback); the traceback goes to the server's log.
+still without a traceback); the traceback goes to the server's log, once. Every route is
+behind guard.Guard (Host and Origin checks, a streaming body limit), and no response names
+a folder of this machine. Uploads are decoded in worker processes (workers.DecodePool), each
+within a budget of CPU time and memory, inside the --parallel slot of its request.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -28,47 +32,51 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from PIL import Image
 
 import convattn
 from convattn.serve.catalog import NO_REPORT, find_stages
+from convattn.serve.guard import Guard, Hosts
+from convattn.serve.images import MAX_BYTES, BadImage, Fit, megabytes
 from convattn.serve.models import ModelStore
 from convattn.serve.testset import PAGE, TestSet, report_testsets
-from convattn.serve.uploads import MAX_BYTES, BadImage, megabytes, open_upload
+from convattn.serve.uploads import Upload
+from convattn.serve.workers import DecodePool
 
 HERE = Path(__file__).parent
 MAX_BEAM = 10
-MULTIPART_SLACK = 64 * 1024  # form fields and boundaries around the file
 UPLOAD_PATHS = ("/api/caption", "/api/preview")
 PREVIEW_SIDE = 1024
 log = logging.getLogger("convattn.serve")
 
 
-def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
+def create_app(store: ModelStore, report_dir: Path | None = None, hosts: Hosts | None = None,
+               pool: DecodePool | None = None) -> FastAPI:
     """An app serving `store`'s models and, when `report_dir` holds a reproduce run, its
-    test set and report."""
+    test set and report; answering requests addressed to `hosts` (default: 127.0.0.1's
+    names); decoding uploads in `pool` (default: one worker per slot of the store), which
+    the app starts with it and closes when it stops."""
     report_dir = Path(report_dir) if report_dir is not None else None
     testsets = report_testsets(find_stages(report_dir)) if report_dir is not None else {}
     has_summary = bool(testsets)
     report_html = report_dir / "report.html" if report_dir is not None else None
-    missing_report = (f"no report here: {report_dir or './report'} has no "
-                      f"{'report.html' if has_summary else 'caption/summary.json'}; {NO_REPORT}")
+    # the folder's name only: the page is no place for this machine's paths
+    missing_report = (f"no report here: {'the folder ' + repr(report_dir.name) if report_dir else './report'} "
+                      f"has no {'report.html' if has_summary else 'caption/summary.json'}; {NO_REPORT}")
+    pool = pool if pool is not None else DecodePool(store.parallel)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        pool.warm()
+        yield
+        pool.close()
 
     # no Swagger/ReDoc pages: they load their scripts from a CDN, and this page works offline;
     # the schema itself stays at /openapi.json
-    app = FastAPI(title="convattn serve", version=convattn.__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(title="convattn serve", version=convattn.__version__, docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
+    app.add_middleware(Guard, hosts=hosts or Hosts(), upload_paths=UPLOAD_PATHS)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
-
-    @app.middleware("http")
-    async def refuse_large_uploads(request: Request, call_next):
-        # refuse before reading the body; a body without Content-Length is checked after
-        length = request.headers.get("content-length", "")
-        too_long = length.isdigit() and int(length) > MAX_BYTES + MULTIPART_SLACK
-        if request.url.path in UPLOAD_PATHS and too_long:
-            return JSONResponse({"detail": f"the upload is {megabytes(int(length))}; the limit is "
-                                           f"{megabytes(MAX_BYTES)}"}, status_code=413)
-        return await call_next(request)
 
     @app.exception_handler(BadImage)
     async def bad_image(request: Request, exc: BadImage):
@@ -77,12 +85,6 @@ def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": "; ".join(describe(e) for e in exc.errors())}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception):
-        log.exception("while answering %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({exc.__class__.__name__}); the server's "
-                                       "log has the details"}, status_code=500)
 
     @app.get("/", include_in_schema=False)
     def page(request: Request):
@@ -105,12 +107,12 @@ def create_app(store: ModelStore, report_dir: Path | None = None) -> FastAPI:
                     "in GET /api/models)"))] = None) -> dict:
         if model not in store.models:
             raise HTTPException(404, f"no model {model!r}; GET /api/models lists them")
-        return store.caption(model, read_upload(image), beam)
+        return store.caption(model, upload_of(image, pool), beam)
 
     @app.post("/api/preview")
     def preview(image: Annotated[UploadFile, File(description="any image Pillow reads")]):
-        picture = read_upload(image)
-        picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.BICUBIC)
+        with store.slots:  # decoding counts in the --parallel bound, as a caption's does
+            picture = upload_of(image, pool).decode(Fit(max_side=PREVIEW_SIDE)).image
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png")
@@ -170,10 +172,11 @@ def runs_of_datasets(models: list[dict]) -> list[tuple[str | None, list[dict]]]:
     return groups
 
 
-def read_upload(upload: UploadFile):
-    """The uploaded file as a checked RGB PIL image (BadImage otherwise)."""
-    data = upload.file.read(MAX_BYTES + 1)  # one byte more than allowed is enough to refuse
-    return open_upload(data, f"'{upload.filename}'" if upload.filename else "the upload")
+def upload_of(upload: UploadFile, pool: DecodePool) -> Upload:
+    """The uploaded file, to be read and decoded inside a slot; named as the client named it
+    (its last part only, at most 100 characters: messages repeat it)."""
+    name = (upload.filename or "").replace("\\", "/").rsplit("/", 1)[-1][:100]
+    return Upload(upload.file, f"'{name}'" if name else "the upload", pool)
 
 
 def describe(error: dict) -> str:

@@ -17,6 +17,7 @@ from convattn.common.progress import log
 from convattn.common.runtime import choose_device
 from convattn.serve.app import create_app
 from convattn.serve.catalog import NO_REPORT, given_models, report_models
+from convattn.serve.guard import Hosts
 from convattn.serve.models import ModelStore
 
 DEFAULT_REPORT = "report"
@@ -44,6 +45,11 @@ def register(subparsers) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--allow-host", metavar="NAME", action="append", default=[],
+                        help="a name the server may also be reached by (repeatable): requests whose "
+                             "Host header is neither --host (with localhost for 127.0.0.1) nor one of "
+                             "these are refused, so that no other site's page can drive the server "
+                             "through a DNS name pointing here")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads per caption (default: 1; requests run in parallel)")
@@ -54,7 +60,7 @@ def register(subparsers) -> None:
 
 
 def build(models: list | None, report: str | None, device_name: str = "auto",
-          parallel: int | None = None):
+          parallel: int | None = None, hosts: Hosts | None = None):
     """-> (FastAPI app, the model store): what `serve` runs, without the server."""
     device = choose_device(device_name)
     report_dir = Path(report or DEFAULT_REPORT)
@@ -67,7 +73,7 @@ def build(models: list | None, report: str | None, device_name: str = "auto",
     else:
         entries = report_models(report_dir)
     store = ModelStore(entries, device, parallel or PARALLEL_PER_CORE * (os.cpu_count() or 1))
-    return create_app(store, report_dir if report_dir.is_dir() else None), store
+    return create_app(store, report_dir if report_dir.is_dir() else None, hosts), store
 
 
 def _serve(args) -> int:
@@ -78,10 +84,10 @@ def _serve(args) -> int:
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: expected 1-65535")
     torch.set_num_threads(args.threads)
-    app, store = build(args.model, args.report, args.device, args.parallel)
-    for m in store.info():
-        log(f"model {m['id']}: {m['label']} ({m['path']})")
-    for reason in dict.fromkeys(m["novelty"]["reason"] for m in store.info() if m["novelty"]["reason"]):
+    app, store = build(args.model, args.report, args.device, args.parallel, Hosts(args.host, args.allow_host))
+    for m in store.models.values():
+        log(f"model {m.id}: {m.label} ({m.path})")
+    for reason in dict.fromkeys(m.novelty.reason for m in store.models.values() if m.novelty.reason):
         log(reason)  # once per cause, not once per model
     log(f"convattn serve: http://{args.host}:{args.port}/ (Ctrl-C to stop)")
     try:

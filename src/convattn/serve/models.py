@@ -7,7 +7,8 @@ validation score first (catalog.py). A store loads each model file once and each
 per EncoderSpec (`ModelStore.encoders`), so decoders trained on the same features share one.
 
 Captioning is read-only on the modules, so requests run in parallel threads; `slots` bounds
-how many run at once (each holds a few tens of MB of activations for a 500x500 image).
+how many run at once (each holds a few tens of MB of activations for a 500x500 image). An
+upload is decoded inside its slot (uploads.Upload), so decoding counts in that bound too.
 
 A model.pt trained with --rerank N carries its consensus reranker (caption/rerank.py): a
 beam search with it (beam >= 2) answers with the hypothesis the N nearest training images'
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from convattn.caption.checkpoint import encoder_spec, load_decoder, max_steps, stored_reranker
 from convattn.caption.encoders import EncoderSpec, build_encoder
@@ -38,6 +40,7 @@ from convattn.data.captions import Vocabulary
 # given_models is re-exported: `caption predict`'s tests build stores with it
 from convattn.serve.catalog import NAMES, ModelEntry, Validation, given_models  # noqa: F401
 from convattn.serve.novelty import Calibration, NoveltyCheck
+from convattn.serve.images import Decoded, Fit
 from convattn.serve.uploads import to_tensor
 
 ENCODER_STRIDE = 32  # EfficientNet-Lite0 and ResNet-18 both shrink each side 32 times
@@ -71,8 +74,13 @@ class CaptionModel:
         bigger uploads are shrunk to it so their grid stays near the training grid."""
         return max(self.grid) * ENCODER_STRIDE
 
+    @property
+    def fit(self) -> Fit:
+        """The size an upload is decoded at for this model (as `to_tensor` would resize it)."""
+        return Fit(self.spec.image_size, self.max_side)
+
     def info(self) -> dict:
-        return {"id": self.id, "label": self.label, "path": str(self.path),
+        return {"id": self.id, "label": self.label, "path": self.shown_path,
                 "dataset": self.dataset, "recipe": self.recipe,
                 "validation": None if self.validation is None else self.validation.to_dict(),
                 "attention": self.uses_attention, "encoder": self.spec.name,
@@ -82,6 +90,15 @@ class CaptionModel:
                 "beam": self.beam, "decoding": self.decoding(self.beam),
                 "novelty": self.novelty.info()}
 
+    @property
+    def shown_path(self) -> str:
+        """Where the model file is, for the page: relative to the working folder when inside
+        it, else its last six parts (stage/runs/layer/model/seed/model.pt); never absolute."""
+        path, here = self.path.resolve(), Path.cwd().resolve()
+        if path.is_relative_to(here):
+            return path.relative_to(here).as_posix()
+        return ".../" + "/".join(path.parts[1:][-6:])
+
     def decoding(self, beam: int) -> str:
         """How a caption decoded with `beam` is chosen, in a few words: "greedy", "beam 5",
         "beam 5 + consensus rerank over 20 training images"."""
@@ -89,8 +106,11 @@ class CaptionModel:
 
 
 def short_path(path: Path) -> str:
-    """runs/caption/runs/blocks/attention/seed42/model.pt -> '.../blocks/attention/seed42/model.pt'."""
-    return str(path) if len(path.parts) <= 5 else ".../" + "/".join(path.parts[-4:])
+    """runs/caption/runs/blocks/attention/seed42/model.pt -> '.../blocks/attention/seed42/model.pt';
+    an absolute path always loses its start (labels are shown to anyone who opens the page)."""
+    if len(path.parts) <= 5 and not path.is_absolute():
+        return str(path)
+    return ".../" + "/".join(path.parts[1 if path.is_absolute() else 0:][-4:])
 
 
 class ModelStore:
@@ -98,7 +118,8 @@ class ModelStore:
 
     def __init__(self, entries: list[ModelEntry], device: torch.device, slots: int = 1):
         self.device = device
-        self.slots = threading.BoundedSemaphore(max(1, slots))
+        self.parallel = max(1, slots)
+        self.slots = threading.BoundedSemaphore(self.parallel)
         self.encoders: dict = {}  # EncoderSpec -> encoder, shared by the decoders of its features
         calibration = Calibration()  # the datasets' cached features, read while loading only
         self.models: dict[str, CaptionModel] = {
@@ -139,19 +160,22 @@ class ModelStore:
         return self.models[model_id]
 
     def caption(self, model_id: str, image, beam: int | None = None) -> dict:
-        """A PIL RGB image -> the caption, the top beams (beam > 1), attention weights per
-        generated word (attention models), the out-of-domain check ("novelty") and where the
-        time went. beam None: the model's run's (`CaptionModel.beam`). With beam > 1 and a
-        model that carries a reranker, the caption is the beam the reranker chooses
-        ("chosen"; each beam's "consensus": its mean CIDEr-D against the neighbours'
-        captions), else the first."""
+        """An image -> the caption, the top beams (beam > 1), attention weights per generated
+        word (attention models), the out-of-domain check ("novelty") and where the time went.
+        `image`: a PIL RGB image, or an upload (anything with `decode(Fit) -> Decoded`, such as
+        uploads.Upload), decoded inside the slot. beam None: the model's run's
+        (`CaptionModel.beam`). With beam > 1 and a model that carries a reranker, the caption
+        is the beam the reranker chooses ("chosen"; each beam's "consensus": its mean CIDEr-D
+        against the neighbours' captions), else the first."""
         model = self.get(model_id)
         beam = model.beam if beam is None else beam
         clock = {"start": time.perf_counter()}
-        x = to_tensor(image, model.spec.image_size, model.max_side)         # [3, H, W]
-        clock["prepared"] = time.perf_counter()
         with self.slots, torch.inference_mode():
             clock["waited"] = time.perf_counter()
+            decoded = Decoded(image, image.width, image.height, "") if isinstance(image, Image.Image) \
+                else image.decode(model.fit)
+            x = to_tensor(decoded.image, model.spec.image_size, model.max_side)     # [3, H, W]
+            clock["prepared"] = time.perf_counter()
             # rounded as the feature cache rounds them: the decoder sees what its run saw
             features, grid = encode_image(model.encoder, x[None].to(self.device))  # [1, R, C]
             novelty = model.novelty.check(features)
@@ -167,7 +191,7 @@ class ModelStore:
                        "consensus": h.consensus, "chosen": i == captioned.chosen}
                       for i, h in enumerate(captioned.hypotheses)] if beam > 1 else [],
             "novelty": novelty.to_dict(),
-            "image": {"width": image.width, "height": image.height,
+            "image": {"width": decoded.width, "height": decoded.height,
                       "model_input": [int(x.shape[2]), int(x.shape[1])]},
             "seconds": timings(clock),
         }
@@ -188,6 +212,6 @@ def best_caption(vocab: Vocabulary, captioned: Captioned, grid) -> dict:
 
 def timings(clock: dict) -> dict:
     """The caption's stages in seconds, from the perf_counter readings between them."""
-    return {"total": clock["decoded"] - clock["start"], "preprocessing": clock["prepared"] - clock["start"],
-            "waiting": clock["waited"] - clock["prepared"], "features": clock["encoded"] - clock["waited"],
+    return {"total": clock["decoded"] - clock["start"], "preprocessing": clock["prepared"] - clock["waited"],
+            "waiting": clock["waited"] - clock["start"], "features": clock["encoded"] - clock["prepared"],
             "decoding": clock["decoded"] - clock["encoded"]}

@@ -18,6 +18,7 @@ not on this machine gets no check, and its API answers say why.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from convattn.data.captions import CaptionDataset, load_dataset
 
 PERCENTILE = 1    # the threshold: this percentile of the validation images' similarities
 CHUNK = 256       # images per read from the memory-mapped cache
+# /a/b/c -> group 1 "c": an absolute path in a sentence, to its last part
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/()'\",;]+/)*([^\s/()'\",;]+)/?")
 
 
 @dataclass(frozen=True)
@@ -70,16 +73,22 @@ class NoveltyCheck:
     def unavailable(cls, reason: str) -> NoveltyCheck:
         return cls(reason=reason)
 
+    @property
+    def shown_reason(self) -> str | None:
+        """The reason as the page shows it: folders by their last part only (the server's log
+        has the whole reason)."""
+        return None if self.reason is None else ABSOLUTE_PATH.sub(lambda m: ".../" + m[1], self.reason)
+
     def info(self) -> dict:
         """What GET /api/models says of the check."""
         return {"percentile": PERCENTILE, "threshold": self.threshold,
                 "training_images": None if self.train_globals is None else len(self.train_globals),
-                "validation_images": self.validation_images, "reason": self.reason}
+                "validation_images": self.validation_images, "reason": self.shown_reason}
 
     def check(self, features: torch.Tensor) -> Novelty:
         """Region features [1, R, C] of one image (rounded as the cache rounds them)."""
         if self.train_globals is None:
-            return Novelty(None, None, PERCENTILE, None, self.reason, self.reason)
+            return Novelty(None, None, PERCENTILE, None, self.shown_reason, self.shown_reason)
         query = global_features(features).cpu()                                  # [1, C]
         similarity = float(nearest_similarity(query, self.train_globals)[0])
         unlike = similarity < self.threshold

@@ -149,7 +149,7 @@ def png_bytes(path: Path, size: int | None) -> bytes:
             img.save(buffer, format="PNG")
     except (UnidentifiedImageError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
-            raise FileNotFoundError(f"{path}: the test image is not there any more; the report "
+            raise FileNotFoundError(f"{path.name}: the test image is not there any more; the report "
                                     "was made from a dataset that has moved") from None
-        raise ValueError(f"{path}: not an image Pillow can read ({exc.__class__.__name__})") from None
+        raise ValueError(f"{path.name}: not an image Pillow can read ({exc.__class__.__name__})") from None
     return buffer.getvalue()
