@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -86,6 +87,22 @@ def download_sydney(dest=None, source: str | None = None, *, pins: SydneyPins | 
         path.unlink()
     log(f"Sydney-Captions: {len(data['images'])} images, captions, split and pixels verified, in {dest}")
     return dest
+
+
+def fetch_when_absent(why: str, seconds: float = 5) -> tuple[Path | None, str]:
+    """For `convattn reproduce`: Sydney-Captions downloaded into the cache from
+    $CONVATTN_SYDNEY_URL or the mirror, or (None, one line why not). Without a network this
+    returns within about 2 x `seconds`."""
+    url = os.environ.get("CONVATTN_SYDNEY_URL") or URL
+    problem = transfer.unreachable(url, seconds) if transfer.is_url(url) else None
+    if problem:
+        return None, (f"{why} Could not fetch it ({problem}); run `convattn download sydney-captions` "
+                      "where there is a network, or pass --sydney DIR.")
+    log(f"Sydney-Captions not found; downloading it into {sydney_cache()}")
+    try:
+        return download_sydney(None, url), ""
+    except UserError as exc:
+        return None, f"{why} Could not fetch it: {exc}"
 
 
 def check_captions(data: dict, pins: SydneyPins, label) -> None:

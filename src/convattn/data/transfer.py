@@ -4,7 +4,7 @@
     fetch_to(url, part)        a large file streamed into `part`, resumed with an HTTP range
                                request where the server allows one, else from the start
     place(path, data)          an atomic write (the user's umask) whose disk errors are one line
-    sha256_file(path), check_space(folder, need), resolves(url, seconds)
+    sha256_file(path), check_space(folder, need), unreachable(url, seconds)
 
 Every failure a person can fix (a network failure, a full disk) is a UserError naming the
 URL or file and the fix; nothing already on disk is deleted by a failure.
@@ -80,25 +80,38 @@ def check_space(folder: Path, need: int, what: str) -> None:
                         "free some space or pass --to DIR on another disk")
 
 
-def resolves(url: str, seconds: float) -> bool:
-    """Whether the URL's host name resolves within `seconds` (a resolver can hang far longer
-    than a connect timeout on a machine without a network)."""
-    host = urllib.parse.urlsplit(url).hostname
-    if not host:
-        return True
-    answer: list[bool] = []
-
-    def look_up():
-        try:
-            socket.getaddrinfo(host, None)
-            answer.append(True)
-        except OSError:
-            answer.append(False)
-
-    thread = threading.Thread(target=look_up, daemon=True)
+def unreachable(url: str, seconds: float) -> str | None:
+    """Why `url`'s server (or the proxy for it) cannot be reached within about `seconds`
+    each to resolve its name and to connect, or None when it can. A resolver can hang far
+    longer than a connect timeout on a machine without a network, so it runs in a thread."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if parts.scheme == "file" or (proxy and urllib.request.proxy_bypass(parts.hostname or "")):
+        proxy = None
+    target = urllib.parse.urlsplit(proxy if "://" in (proxy or "") else f"http://{proxy}") if proxy else parts
+    if parts.scheme == "file" or not target.hostname:
+        return None
+    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    answer: list = []
+    thread = threading.Thread(target=lambda: answer.append(_resolve(host, port)), daemon=True)
     thread.start()
     thread.join(seconds)
-    return bool(answer and answer[0])
+    if not answer:
+        return f"{host} did not resolve within {seconds:.0f} s"
+    if isinstance(answer[0], str):
+        return answer[0]
+    try:
+        socket.create_connection(answer[0], timeout=seconds).close()
+    except OSError as exc:
+        return f"cannot connect to {host}:{port} ({exc.strerror or exc})"
+    return None
+
+
+def _resolve(host: str, port: int):
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][:2]
+    except OSError as exc:
+        return f"{host} does not resolve ({exc.strerror or exc})"
 
 
 def _transient(exc: BaseException) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from convattn.caption import experiment
 from convattn.caption.presets import BEST_OF, RSICD_OF
+from convattn.caption.reference import CAPTIONERS
 from convattn.caption.presets import PRESETS as CAPTION_PRESETS
 from convattn.classify import sweep
 from convattn.classify.presets import PRESETS as CLASSIFY_PRESETS
@@ -32,7 +33,9 @@ from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.common.progress import log
 from convattn.common.runs import add_policy_flags
-from convattn.common.runtime import choose_device, environment
+from convattn.common.runtime import cache_dir, choose_device, environment
+from convattn.data.rsicd import download_rsicd
+from convattn.data.sydney import download_sydney, fetch_when_absent
 from convattn.report import study, templating
 from convattn.report.render import write_report
 from convattn.theory.answer import answer
@@ -55,18 +58,26 @@ def find_dataset(flag: str | None, option: str, env: str, default: Path, name: s
                             f"{name}'s dataset.json and images/")
         return folder, ""
     value = os.environ.get(env)
-    for folder in ([Path(value)] if value else []) + [default]:
+    cached = cache_dir() / default.name  # where `convattn download` puts it
+    for folder in ([Path(value)] if value else []) + [default, cached]:
         if (folder / "dataset.json").is_file():
             return folder, ""
-    tried = (f"${env}={value}" if value else f"${env} unset") + f", ./{default}"
+    tried = (f"${env}={value}" if value else f"${env} unset") + f", ./{default}, {cached}"
     return None, f"{name} not found (no {option}; {tried} has no dataset.json)."
 
 
 def find_sydney(flag: str | None) -> tuple[Path | None, str]:
-    return find_dataset(flag, "--sydney", "CONVATTN_SYDNEY", DEFAULT_SYDNEY, "Sydney-Captions")
+    """Sydney-Captions where find_dataset finds it, else downloaded into the cache (one line
+    why not, offline); `--sydney download` downloads it or fails."""
+    if flag == "download":
+        return download_sydney(), ""
+    folder, why = find_dataset(flag, "--sydney", "CONVATTN_SYDNEY", DEFAULT_SYDNEY, "Sydney-Captions")
+    return (folder, why) if folder else fetch_when_absent(why)
 
 
 def find_rsicd(flag: str | None) -> tuple[Path | None, str]:
+    if flag == "download":
+        return download_rsicd(), ""
     return find_dataset(flag, "--rsicd", "CONVATTN_RSICD", DEFAULT_RSICD, "RSICD")
 
 
@@ -83,17 +94,21 @@ def _classify_stage(args, out: Path) -> dict:
     return {"summary": summary}
 
 
-def _caption(preset: str, args, out: Path, data_dir=None) -> dict:
+def _caption(preset: str, args, out: Path, data_dir=None, references: bool = False) -> dict:
     """One caption stage (on Sydney-Captions unless `data_dir`); `run_seconds`: what its runs
     recorded (training and test scoring, features excluded), so the report can set the best
-    recipe's time against the study's."""
-    summary = experiment.run(CAPTION_PRESETS[preset], data_dir or args.sydney_dir, out, device=args.device,
+    recipe's time against the study's. `references`: the reference captioners scored beside
+    the decoders (seconds; class-prior only where dataset.json has scene labels)."""
+    config = CAPTION_PRESETS[preset]
+    if references:
+        config = config.replace(models=(*config.models, *CAPTIONERS))
+    summary = experiment.run(config, data_dir or args.sydney_dir, out, device=args.device,
                              quiet=args.quiet, policy=args.runs)
     return {"summary": summary, "preset": preset, "run_seconds": summary["timing"]["runs_seconds"]}
 
 
 def _caption_stage(args, out: Path) -> dict:
-    return _caption(args.preset, args, out)
+    return _caption(args.preset, args, out, references=True)
 
 
 def _caption_best_stage(args, out: Path) -> dict:
@@ -101,7 +116,7 @@ def _caption_best_stage(args, out: Path) -> dict:
 
 
 def _rsicd_stage(args, out: Path) -> dict:
-    return _caption(RSICD_OF[args.preset][0], args, out, args.rsicd_dir)
+    return _caption(RSICD_OF[args.preset][0], args, out, args.rsicd_dir, references=True)
 
 
 def _rsicd_best_stage(args, out: Path) -> dict:
@@ -186,10 +201,13 @@ def register(subparsers) -> None:
                              "the same length beside it (best, best-fast, best-smoke) (default: homework)")
     parser.add_argument("--out", default="report", help="output folder (default: report)")
     parser.add_argument("--sydney", default=None,
-                        help="Sydney-Captions folder (default: $CONVATTN_SYDNEY, else ./data/sydney-captions)")
+                        help="Sydney-Captions folder, or `download` (default: $CONVATTN_SYDNEY, else "
+                             "./data/sydney-captions, else the cache; when none has it, it is "
+                             "downloaded into the cache, from $CONVATTN_SYDNEY_URL if set)")
     parser.add_argument("--rsicd", default=None,
-                        help="RSICD folder, optional: the benchmark stages rsicd and rsicd-best "
-                             "(default: $CONVATTN_RSICD, else ./data/rsicd; skipped when absent)")
+                        help="RSICD folder, or `download` (570 MB, verified), optional: the benchmark "
+                             "stages rsicd and rsicd-best (default: $CONVATTN_RSICD, else ./data/rsicd, "
+                             "else the cache; skipped when absent)")
     parser.add_argument("--data", default=None,
                         help="Fashion-MNIST folder (default: the Debian package's, else the download cache)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
