@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import random
 import struct
+import warnings
 import zlib
 
 from PIL import Image
@@ -37,7 +38,9 @@ MODES = {"XBM": "1", "MSP": "1", "SPIDER": "F", "PCX": "RGB", "BLP": "P"}
 
 def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
     buffer = io.BytesIO()
-    img.save(buffer, format=fmt, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # IM is deprecated; still read, still sent
+        img.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
 
 
@@ -86,9 +89,11 @@ def zero_frame_emf() -> bytes:
     return b"\x01\x00\x00\x00" + b"\x00" * 36 + b" EMF" + b"\x00" * 100
 
 
-def named() -> dict[str, bytes]:
+def named(scan_side: int = 6000) -> dict[str, bytes]:
+    """The issue's files (its scan bomb is 6000x6000; a smaller side is refused alike, for its
+    6,000 scans, and made faster)."""
     return {"damaged.avif": damaged_avif(), "zero-frame.emf": zero_frame_emf(),
-            "scan-bomb.jpg": scan_bomb(), "1x40000000.png": one_bit_png(1, 40_000_000),
+            "scan-bomb.jpg": scan_bomb(side=scan_side), "1x40000000.png": one_bit_png(1, 40_000_000),
             "40000000x1.png": one_bit_png(40_000_000, 1)}
 
 
@@ -146,7 +151,7 @@ def generated(seed: int = 0, n: int = 400) -> list[tuple[str, bytes]]:
     (some sent under another format's extension), then odd names and empty files."""
     rng = random.Random(seed)
     valid = originals(rng)
-    cases = bombs(rng) + [(name, data) for name, data in named().items() if len(data) < 1_000_000]
+    cases = bombs(rng) + [(name, data) for name, data in named(scan_side=500).items()]
     cases += [("empty.png", b""), ("../../etc/passwd", b"root:x:0:0"), ("..\\..\\boot.ini", valid[0][1]),
               ("%00.png", valid[2][1]), ("x" * 300 + ".png", b"\x89PNG\r\n\x1a\n")]
     while len(cases) < n:

@@ -113,3 +113,52 @@ def test_bad_png_checksum():
     with pytest.raises(BadImage) as info:
         open_upload(bytes(data))
     assert info.value.status == 400
+
+
+def test_one_byte_over_the_limit_is_told_in_bytes(monkeypatch):
+    monkeypatch.setattr(images, "MAX_BYTES", 20 * 1024 * 1024)
+    with pytest.raises(BadImage) as info:
+        open_upload(b"\0" * (20 * 1024 * 1024 + 1), "'x.png'")
+    assert str(info.value) == "'x.png' is 20,971,521 bytes; the limit is 20,971,520 bytes (20 MB)"
+
+
+def test_scans_of_a_jpeg_are_counted_and_capped():
+    img = picture((64, 48))
+    assert images.jpeg_scans(encoded(img, "JPEG")) == 1
+    assert 2 < images.jpeg_scans(encoded(img, "JPEG", progressive=True)) < 20
+    exif = Image.Exif()
+    exif[0x010E] = "\xff\xda" * 50  # markers inside a segment's payload are not scans
+    assert images.jpeg_scans(encoded(img, "JPEG", exif=exif)) == 1
+    data = encoded(img, "JPEG", progressive=True)
+    last = data.rfind(b"\xff\xda")
+    header = data[last:last + 2 + int.from_bytes(data[last + 2:last + 4], "big")]
+    with pytest.raises(BadImage) as info:
+        open_upload(data[:-2] + header * images.MAX_SCANS + b"\xff\xd9", "'x.jpg'")
+    assert info.value.status == 413 and "scans" in str(info.value)
+
+
+def test_a_readers_own_bug_names_the_format():
+    with pytest.raises(BadImage) as info:  # Pillow's WMF plugin divides by the frame's size
+        open_upload(b"\x01\x00\x00\x00" + b"\x00" * 36 + b" EMF" + b"\x00" * 100, "'x.emf'")
+    assert info.value.status == 400 and "WMF" in str(info.value) and "ZeroDivisionError" in str(info.value)
+
+
+def test_formats_that_run_programs_are_refused():
+    with pytest.raises(BadImage) as info:
+        open_upload(encoded(picture(), "EPS"), "'x.eps'")
+    assert info.value.status == 415 and "Ghostscript" in str(info.value)
+
+
+@pytest.mark.parametrize("size,fit", [((2000, 1500), Fit(64)), ((3000, 40), Fit(max_side=300)),
+                                      ((40, 3000), Fit(64))])
+def test_a_large_image_is_reduced_first_and_stays_close_to_a_direct_resize(size, fit):
+    """Box-reducing to within REDUCING_GAP before the bicubic resize changes a smooth
+    image's pixels (a gradient along its longer side) by a few levels at most of 255, and
+    never its size."""
+    gradient = Image.linear_gradient("L")  # top to bottom
+    img = (gradient if size[1] >= size[0] else gradient.rotate(90)).resize(size).convert("RGB")
+    ours = decode(encoded(img, "PNG"), fit=fit).image
+    direct = img.resize(fit.of(*size), Image.BICUBIC)
+    assert ours.size == direct.size
+    diff = (to_tensor(ours) - to_tensor(direct)).abs().max().item() * 255
+    assert diff <= 3, diff

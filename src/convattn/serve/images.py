@@ -35,8 +35,10 @@ REDUCING_GAP = 3.0                # shrink by integer factors to within 3x of th
 # named in the sentence as the reader's failure
 EXPECTED = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error)
 REFUSED = {"EPS": "it would run Ghostscript", "PDF": "it is a document, not an image"}
-# modes Image.reduce takes; others are converted first ("1" to L, the rest to RGB)
-REDUCIBLE = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"}
+# modes reduced before they become RGB; others are converted first ("1" to L, the rest to
+# RGB: alpha is dropped before averaging, as load_image drops it, and at less memory than
+# Image.reduce's premultiplied copy of an RGBA image)
+REDUCIBLE = {"L", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"}
 ORIENTATIONS = {2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180],
                 4: [Image.Transpose.FLIP_TOP_BOTTOM], 5: [Image.Transpose.TRANSPOSE],
                 6: [Image.Transpose.ROTATE_270], 7: [Image.Transpose.TRANSVERSE],

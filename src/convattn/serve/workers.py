@@ -99,7 +99,7 @@ class Worker:
             self.kill()
             raise BadImage(f"{name} took more than {exc} to decode, the budget of an upload; it "
                            "looks like a decompression bomb (or save it smaller)", 413) from None
-        except (OSError, ValueError, KeyError, TypeError):  # a broken pipe, EOF, a garbled reply
+        except (OSError, EOFError, ValueError, KeyError, TypeError, struct.error):  # the worker died
             self.kill()
             log.warning("%s: the image reader's process died on it (exit status %s)", name, self.proc.returncode)
             raise BadImage(f"{name} crashed the image reader; it is damaged, or not an image "

@@ -1,0 +1,97 @@
+"""The decoding workers: the same pixels as decoding in-process, and the budgets enforced
+(CPU time kills the worker, the address-space cap turns a big decode into a 413, a dead
+worker is replaced); the last-resort 500 is a sentence whose traceback is logged once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+from fastapi import FastAPI
+from PIL import Image
+from fastapi.testclient import TestClient
+
+import hostile
+from convattn.serve.guard import Guard, Hosts
+from convattn.serve.images import BadImage, Fit, decode
+from convattn.serve.workers import DecodePool
+from serving import LOCAL
+
+
+@pytest.fixture
+def pool():
+    p = DecodePool(2)
+    yield p
+    p.close()
+
+
+def test_same_pixels_as_in_process(pool):
+    for fmt, ext, kwargs in hostile.WRITABLE[:8]:
+        data = hostile.encode(hostile.picture((90, 70)), fmt, **kwargs)
+        for fit in (Fit(), Fit(64), Fit(max_side=50)):
+            ours, theirs = pool.decode(data, "x", fit), decode(data, "x", fit)
+            assert ours.image.tobytes() == theirs.image.tobytes() and ours.image.size == theirs.image.size
+            assert (ours.width, ours.height, ours.format) == (90, 70, fmt)
+
+
+def test_a_decode_over_its_cpu_budget_is_stopped_and_the_worker_replaced():
+    pool = DecodePool(1, cpu_seconds=0.02)  # this PNG takes about 0.2 s
+    try:
+        big = hostile.encode(Image.new("RGB", (6000, 6000), (9, 99, 199)), "PNG")
+        with pytest.raises(BadImage) as info:
+            pool.decode(big, "'big.png'", Fit(64))
+        assert info.value.status == 413 and "0.02 s of CPU" in str(info.value)
+        [killed] = pool.started
+        assert killed.proc.returncode is not None  # stopped, not left running
+        assert pool.decode(hostile.encode(hostile.picture(), "PNG"), "x", Fit(64)).image.size == (64, 64)
+        assert killed not in pool.started
+    finally:
+        pool.close()
+
+
+def test_a_decode_over_the_memory_cap_is_a_413():
+    pool = DecodePool(1, address_space=120 << 20)  # Python and Pillow take about 40 MB of it
+    try:
+        big = hostile.encode(Image.new("RGB", (6000, 6000), (9, 99, 199)), "PNG")  # 108 MB decoded
+        with pytest.raises(BadImage) as info:
+            pool.decode(big, "'big.png'", Fit(64))
+        assert info.value.status == 413 and "more memory" in str(info.value)
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_dies_is_a_400_then_replaced(pool):
+    big = hostile.encode(Image.new("RGB", (6000, 6000), (9, 99, 199)), "PNG")  # 0.2 s to decode
+    assert pool.decode(big, "x", Fit(64)).image.size == (64, 64)
+    [worker] = pool.started  # as a crash in a decoder would, half way through
+    threading.Timer(0.05, worker.proc.kill).start()
+    with pytest.raises(BadImage) as info:
+        pool.decode(big, "'x.png'", Fit(64))
+    assert info.value.status == 400 and "crashed the image reader" in str(info.value)
+    assert pool.decode(big, "x", Fit(64)).image.size == (64, 64)
+
+
+def test_a_burst_runs_no_more_decodes_than_workers(pool):
+    data = hostile.encode(hostile.picture((800, 800)), "PNG")
+    threads = [threading.Thread(target=pool.decode, args=(data, "x", Fit(64))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(pool.started) == 2  # the other six waited for one of the two
+
+
+def test_an_unexpected_error_is_a_sentence_and_one_logged_traceback(caplog):
+    app = FastAPI()
+    app.add_middleware(Guard, hosts=Hosts(), upload_paths=())
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("a bug")
+
+    with caplog.at_level(logging.ERROR, logger="convattn.serve"):
+        r = TestClient(app, base_url=LOCAL, raise_server_exceptions=False).get("/boom")
+    assert r.status_code == 500 and r.json()["detail"].startswith("internal error")
+    assert "RuntimeError" not in r.text and "Traceback" not in r.text
+    assert [rec.exc_info is not None for rec in caplog.records] == [True]
