@@ -72,10 +72,37 @@ def test_refs_in_train_by_construction(tiny):
 def test_cli_json_is_to_dict(tiny, capsys):
     assert main(["data", "audit", str(tiny), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads(json.dumps(audit(tiny).to_dict()))
+    assert printed == json.loads(json.dumps(audit(tiny, score_priors=True).to_dict()))
     assert printed["test_refs_in_train"] == 0.5
     assert printed["splits"]["test"]["empty_captions"] == 1
     assert printed["splits"]["train"]["unique_captions"] == 4
+
+
+def test_priors_scored_on_test_with_and_without_labels(tmp_path):
+    # the most frequent training caption is "a red circle" (3 times): the prior of every image
+    result = audit(write_dataset(tmp_path / "plain"), score_priors=True)
+    assert result.priors["prior"]["caption"] == "a red circle"
+    assert "skipped" in result.priors["class-prior"]
+    labelled = json.loads((tmp_path / "plain" / "dataset.json").read_text())
+    for entry in labelled["images"]:  # the class: what the first caption's last word names
+        entry["label"] = {"t1": "circle", "t2": "square", "t3": "triangle", "v1": "circle",
+                          "x1": "square", "x2": "triangle"}[entry["filename"][:2]]
+    (tmp_path / "labelled").mkdir()
+    (tmp_path / "labelled" / "dataset.json").write_text(json.dumps(labelled))
+    scored = audit(tmp_path / "labelled", score_priors=True).priors
+    # x2 is a triangle: its class caption "a green triangle" is one of its references; x1's
+    # class (square) is t2's, whose most frequent is "a blue square": one of x1's references
+    assert scored["class-prior"]["cider"] > scored["prior"]["cider"]
+
+
+def test_a_random_split_is_audited_as_its_images(tiny, capsys):
+    result = audit(tiny, "random-1")
+    assert result.split == "random-1"
+    assert sum(result.splits[s].images for s in ("train", "val", "test")) == 6
+    assert main(["data", "audit", str(tiny), "--split", "official", "random-1"]) == 0
+    table = capsys.readouterr().out
+    assert "split random-1" in table and "test refs in train" in table
+    assert main(["data", "audit", str(tiny), "--split", "shuffled"]) == 2
 
 
 def test_cli_table_shows_the_numbers(tiny, capsys):
@@ -154,6 +181,10 @@ RSICD = Path(os.environ.get("CONVATTN_RSICD", "data/rsicd"))
 @pytest.mark.skipif(not (RSICD / "dataset.json").is_file(),
                     reason=f"RSICD not found (set CONVATTN_RSICD; tried {RSICD}); docs/rsicd.md says how to lay it out")
 def test_rsicd_audit():
-    result = audit(RSICD)
+    result = audit(RSICD, score_priors=True)
     assert [result.splits[s].images for s in ("train", "val", "test")] == [8734, 1094, 1093]
     assert round(result.test_overlap.fraction, 3) == 0.112 and result.overall.empty_captions == 5
+    # the scene-class caption on the official test split, and on a random re-split
+    assert round(result.priors["class-prior"]["cider"], 2) == 0.79
+    resplit = audit(RSICD, "random-1", score_priors=True)
+    assert resplit.priors["class-prior"]["cider"] > 2.0 and resplit.test_overlap.fraction > 0.3

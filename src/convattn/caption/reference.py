@@ -21,7 +21,6 @@ All three are deterministic: one "seed".
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 import numpy as np
 import torch
@@ -32,38 +31,29 @@ from convattn.caption.rerank import global_features
 from convattn.caption.result import RunResult
 from convattn.caption.reward import PairwiseCiderD
 from convattn.common.progress import log, progress
+from convattn.data import priors
 
 CAPTIONERS = ("prior", "class-prior", "nearest")
+TITLES = {"prior": "prior: the most frequent training caption",
+          "class-prior": "class-prior: its scene class's most frequent caption (the class is given: an oracle)",
+          "nearest": "nearest: consensus retrieval over the k nearest training images"}
 K_CANDIDATES = (1, 2, 3, 5, 10, 20, 50)
-
-
-def most_frequent(captions) -> list[str]:
-    """The most frequent caption (token lists); a tie goes to the one met first."""
-    return list(Counter(map(tuple, captions)).most_common(1)[0][0])
 
 
 def unavailable(name: str, data: Data) -> str | None:
     """Why captioner `name` cannot run on this data (None: it can)."""
-    if name == "class-prior":
-        unlabelled = sum(1 for im in data.dataset.images if im.label is None)
-        if unlabelled:
-            return (f"class-prior needs a scene \"label\" on every image of "
-                    f"{data.dataset.root / 'dataset.json'}; {unlabelled} of {len(data.dataset.images)} have none")
+    if name == "class-prior" and (unlabelled := priors.missing_labels(data.dataset.images)):
+        return (f"class-prior needs a scene \"label\" on every image of {data.dataset.root / 'dataset.json'}; "
+                f"{unlabelled} of {len(data.dataset.images)} have none")
     return None
 
 
 def prior(data: Data, split: str) -> list[list[str]]:
-    caption = most_frequent(c for im in data.dataset.split("train") for c in im.captions)
-    return [caption for _ in data.splits[split]]
+    return [list(c) for c in priors.prior(data.dataset.split("train"), data.splits[split])]
 
 
 def class_prior(data: Data, split: str) -> list[list[str]]:
-    by_class = {}
-    for im in data.dataset.split("train"):
-        by_class.setdefault(im.label, []).extend(im.captions)
-    fallback = prior(data, split)[0]
-    best = {label: most_frequent(captions) for label, captions in by_class.items()}
-    return [best.get(im.label, fallback) for im in data.splits[split]]
+    return [list(c) for c in priors.class_prior(data.dataset.split("train"), data.splits[split])]
 
 
 class Nearest:

@@ -12,8 +12,13 @@ empty caption (no tokens left) counts in `captions` and `empty_captions` only; e
 number is over the non-empty captions. References are counted with their repeats, as BLEU
 sees them: a test caption written twice counts twice.
 
-Stdlib only, and not built on load_dataset: that imports torch (through common.runtime),
-drops empty captions and hashes every image, which is what an audit must not do.
+Under a split scheme (`official`, or `random-N`: data/splits.py) the same numbers for the
+images that scheme puts in each split, and the test scores of the captioners that never look
+at the image (`prior`, `class-prior`: data/priors.py), which say what the split gives away.
+
+Stdlib only, but for pycocoevalcap when the priors are scored, and not built on
+load_dataset: that imports torch (through common.runtime), drops empty captions and hashes
+every image, which is what an audit must not do.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from convattn.common.errors import UserError
+from convattn.data import priors
 from convattn.data.karpathy import caption_tokens, read_dataset_json
+from convattn.data.splits import OFFICIAL, check_scheme, split_names
 
 SPLITS = ("train", "val", "test")  # the order of data/captions.py's SPLITS
 SPLIT_ALIASES = {"restval": "train"}  # COCO's Karpathy split: the extra training images
@@ -39,6 +46,7 @@ class AuditImage:
     filename: str
     split: str                     # train, val or test (restval read as train)
     captions: tuple[Caption, ...]  # every sentence, empty ones included
+    label: str | None = None       # the scene class, where dataset.json has one
 
 
 @dataclass(frozen=True)
@@ -77,11 +85,17 @@ class Audit:
     overall: SplitStats
     test_overlap: RefOverlap
     val_overlap: RefOverlap
+    split: str = OFFICIAL           # the split scheme audited (data/splits.py)
+    # test scores of the captioners that never look at the image (data/priors.py):
+    # {name: {"cider", "bleu4", "caption" (prior only)}} or {name: {"skipped": reason}}
+    priors: dict | None = None
 
     def to_dict(self) -> dict:
         return {
             "dataset": self.dataset,
             "path": self.path,
+            "split": self.split,
+            "priors": self.priors,
             "test_refs_in_train": self.test_overlap.fraction,
             "test_refs": self.test_overlap.refs,
             "test_refs_in_train_count": self.test_overlap.in_train,
@@ -93,11 +107,15 @@ class Audit:
         }
 
 
-def audit(data_dir: str | Path) -> Audit:
-    """The audit of DIR/dataset.json; a missing or malformed file is a one-line UserError."""
+def audit(data_dir: str | Path, scheme: str = OFFICIAL, score_priors: bool = False) -> Audit:
+    """The audit of DIR/dataset.json under split `scheme`; a missing or malformed file is a
+    one-line UserError. `score_priors`: also the prior captioners' test scores
+    (pycocoevalcap, as caption/metrics.py scores; about a second on RSICD)."""
     root = Path(data_dir)
     json_path, raw, _ = read_dataset_json(root)
     images = parse_images(json_path, raw)
+    check_scheme(scheme)
+    images = [replace(im, split=name) for im, name in zip(images, split_names([im.split for im in images], scheme))]
     by_split = {name: [im for im in images if im.split == name] for name in SPLITS}
     train = {" ".join(caption) for im in by_split["train"] for caption in im.captions if caption}
     return Audit(
@@ -107,7 +125,32 @@ def audit(data_dir: str | Path) -> Audit:
         overall=split_stats(images),
         test_overlap=ref_overlap(by_split["test"], train),
         val_overlap=ref_overlap(by_split["val"], train),
+        split=scheme,
+        priors=prior_scores(by_split["train"], by_split["test"]) if score_priors else None,
     )
+
+
+def prior_scores(train: list[AuditImage], test: list[AuditImage]) -> dict:
+    """CIDEr-D and BLEU-4 on `test` of the prior and class-prior captions (data/priors.py),
+    scored with pycocoevalcap as caption/metrics.py scores (tokens joined by spaces)."""
+    from pycocoevalcap.bleu.bleu import Bleu  # the scorers only when asked: the audit stays fast
+    from pycocoevalcap.cider.cider import Cider
+
+    test = [im for im in test if any(im.captions)]
+    if not test or not any(c for im in train for c in im.captions):
+        return {name: {"skipped": "no captioned training or test images"} for name in ("prior", "class-prior")}
+    gts = {i: [" ".join(c) for c in im.captions if c] for i, im in enumerate(test)}
+
+    def scores(captions) -> dict:
+        res = {i: [" ".join(c)] for i, c in enumerate(captions)}
+        return {"cider": float(Cider().compute_score(gts, res)[0]),
+                "bleu4": float(Bleu(4).compute_score(gts, res, verbose=0)[0][3])}
+
+    out = {"prior": {**scores(priors.prior(train, test)), "caption": " ".join(priors.prior(train, [None])[0])}}
+    missing = priors.missing_labels(train + test)
+    out["class-prior"] = (scores(priors.class_prior(train, test)) if not missing else
+                          {"skipped": f"{missing} images have no scene \"label\""})
+    return out
 
 
 def parse_images(json_path: Path, raw: dict) -> list[AuditImage]:
@@ -126,8 +169,10 @@ def parse_image(where: str, entry) -> AuditImage:
     sentences = entry.get("sentences", [])
     if not isinstance(sentences, list):
         raise UserError(f"{where}: \"sentences\" is not a list; fix the entry")
+    label = entry.get("label")
     return AuditImage(filename=str(entry["filename"]), split=split,
-                      captions=tuple(sentence_tokens(where, j, s) for j, s in enumerate(sentences)))
+                      captions=tuple(sentence_tokens(where, j, s) for j, s in enumerate(sentences)),
+                      label=None if label is None else str(label))
 
 
 def sentence_tokens(where: str, j: int, sentence) -> Caption:

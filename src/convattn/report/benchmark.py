@@ -9,11 +9,14 @@ Python picks and computes the values here; templates/q3_rsicd.md.j2 lays them ou
 from __future__ import annotations
 
 from convattn.caption.compare import compare_summaries
+from convattn.caption.reference import TITLES as REFERENCE_TITLES
 from convattn.report import published, study
 
 CAPTION_STAGES = {"caption": "Sydney-Captions, the study's decoders", "caption-best": "Sydney-Captions, best recipe",
                   "rsicd": "RSICD, the study's decoders", "rsicd-best": "RSICD, best recipe"}
-NAMES = {"no_attention": "LSTM without attention", "attention": "LSTM with attention", "transformer": "Transformer"}
+NAMES = {"no_attention": "LSTM without attention", "attention": "LSTM with attention", "transformer": "Transformer",
+         **REFERENCE_TITLES}
+SPECIFICITY = ("distinct_per_image", "copied_from_training", "vocabulary", "length_mean")
 COCO = ("bleu1", "bleu4", "meteor", "rouge_l", "cider")
 
 
@@ -27,10 +30,15 @@ def _rows(stage: dict) -> list[dict]:
     for name, m in s["models"].items():
         if "coco" not in m:  # a summary from before the coco-caption metrics
             continue
+        reference = m.get("kind") == "reference"
+        spec = m.get("specificity") or {}
         rows.append({"model": NAMES.get(name, name), "preset": cfg.get("preset") or s.get("preset"),
+                     "reference": reference, "runs": "deterministic" if reference else
+                     f"{len(s.get('seeds', []))} seed{'s' if len(s.get('seeds', [])) > 1 else ''}",
                      "seeds": len(s.get("seeds", [])), "selected": cfg.get("select") or "final",
-                     **{k: (m["coco"][k]["mean"], None if one else m["coco"][k]["std"]) for k in COCO},
-                     "bleu4_study": (m["test_bleu4_mean"], None if one else m["test_bleu4_std"]),
+                     "specificity": {k: spec[k]["mean"] for k in SPECIFICITY} if spec else None,
+                     **{k: (m["coco"][k]["mean"], None if one or reference else m["coco"][k]["std"]) for k in COCO},
+                     "bleu4_study": (m["test_bleu4_mean"], None if one or reference else m["test_bleu4_std"]),
                      "as_published": m.get("as_published")})
     return rows
 
@@ -47,6 +55,19 @@ def _comparison(stages: dict, study: str, best: str) -> dict | None:
     return compare_summaries((a["summary"], "attention"), (b["summary"], "attention"))
 
 
+def _references_text(stage: dict) -> dict:
+    """The test references' mean length and vocabulary (what the specificity table sets the
+    captions against), from any model's specificity in the stage."""
+    if stage.get("status") != "ok":
+        return {}
+    for m in stage["summary"]["models"].values():
+        if m.get("specificity"):
+            first = m["specificity"]["seeds"][0]
+            return {"references_length": first["references_length_mean"],
+                    "references_vocabulary": first["references_vocabulary"]}
+    return {}
+
+
 def benchmark_values(stages: dict) -> dict:
     """What q3_rsicd.md.j2 shows: the RSICD stages (or why they did not run), the protocol
     table over every caption stage that ran, the comparisons and the published rows."""
@@ -59,7 +80,8 @@ def benchmark_values(stages: dict) -> dict:
         "howto": study.RSICD_HOWTO_SHORT, "dataset": data,
         "rows": [r for name in ("rsicd", "rsicd-best") if (stages.get(name) or {}).get("status") == "ok"
                  for r in _rows(stages[name])],
-        "protocol": [r for r in protocol if r["as_published"]],
+        "protocol": [r for r in protocol if r["as_published"] and (not r["reference"] or "k" in r["as_published"])],
+        **_references_text(rsicd),
         "comparisons": [c for c in ({"data": "RSICD", **(_comparison(stages, "rsicd", "rsicd-best") or {})},
                                     {"data": "Sydney-Captions", **(_comparison(stages, "caption", "caption-best") or {})})
                         if "difference" in c],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from jinja2 import UndefinedError
 
+from convattn.caption.reference import TITLES as REFERENCE_TITLES
 from convattn.common import io
 from convattn.common.errors import UserError
 from convattn.report import published, study, templating
@@ -102,10 +103,11 @@ def _coco_and_border(s: dict) -> dict:
     before these keys existed gives empty lists: the report then leaves both out."""
     models = s.get("models") or {}
     coco = []
-    for name, label in DECODERS.items():
+    for name, label in {**DECODERS, **REFERENCE_TITLES}.items():
         m = (models.get(name) or {}).get("coco")
-        if m:
-            coco.append({"label": label, **{k: (v["mean"], v["std"]) for k, v in m.items()}})
+        if m:  # a reference captioner is deterministic: no spread to show
+            std = name not in REFERENCE_TITLES
+            coco.append({"label": label, **{k: (v["mean"], v["std"] if std else None) for k, v in m.items()}})
     return {"coco": coco, "published": published.scored(published.SYDNEY) if coco else [],
             "border": _border_rows(s, DECODERS)}
 
