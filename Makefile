@@ -38,9 +38,12 @@ browser:
 	  echo "chromium not installed (apt-get failed): the browser test will be skipped"; \
 	fi
 
-# SYDNEY=DIR (or $$CONVATTN_SYDNEY) points to Sydney-Captions; PRESET=fast for the quick version
+# Sydney-Captions: SYDNEY=DIR (or $$CONVATTN_SYDNEY), ./data/sydney-captions or the cache;
+# when none has it, reproduce downloads it into the cache (offline: Q3 says how to get it).
+# RSICD=DIR or RSICD=download adds the RSICD benchmark; PRESET=fast for the quick version.
 reproduce: setup
-	$(BIN)/convattn reproduce --preset $(PRESET) --out $(OUT) $(if $(SYDNEY),--sydney $(SYDNEY))
+	$(BIN)/convattn reproduce --preset $(PRESET) --out $(OUT) $(if $(SYDNEY),--sydney $(SYDNEY)) \
+	  $(if $(RSICD),--rsicd $(RSICD))
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -44,7 +44,6 @@ CAPTIONS_URL = f"https://raw.githubusercontent.com/{CAPTIONS_REPO}/{CAPTIONS_COM
 CAPTIONS_SHA256 = "d1c7be7c36d73c0261962e9306ab3728fcf406b371135bc2997bef725de8df1c"
 # 201528014227051/RSICD_optimal: RSICD_images.zip is a Git LFS object (484,955,574 bytes)
 OFFICIAL_ZIP_SHA256 = "0d3ebda15b8b1e5c2754270d38462251e8c61489b54e463e499c978da4b91d10"
-OFFICIAL_ZIP_URL = "https://media.githubusercontent.com/media/201528014227051/RSICD_optimal/master/RSICD_images.zip"
 TOKEN = re.compile(r"[a-z]+")
 FIX = "rerun to continue (verified files are kept), or pass --from a mirror, an archive or a git directory"
 

@@ -109,20 +109,30 @@ def _from_archive(keeper: Keeper, source: str, work: Path, missing: set[str], pi
     if official:
         log(f"{path}: the official RSICD_images.zip (its Git LFS object's SHA-256 verified)")
     files = sources.archive_files(path, missing)
-    for name, data in progress(files, total=len(missing), desc="RSICD images", unit="img", quiet=quiet):
-        keeper.keep(name, data, path.name, trusted=official)
+    try:
+        for name, data in progress(files, total=len(missing), desc="RSICD images", unit="img", quiet=quiet):
+            keeper.keep(name, data, path.name, trusted=official)
+    except transfer.Mismatch as exc:
+        raise transfer.Mismatch(f"{exc}{_removed(path, downloaded)}") from None
     if downloaded:  # read whole: its images are kept or reported; a rerun downloads it anew
         path.unlink()
     if keeper.accepted:
         log(f"{path.name}: {len(keeper.accepted):,} images differ from the manifest's copy; kept on the zip's digest")
 
 
+def _removed(path: Path, downloaded: bool) -> str:
+    if not downloaded:
+        return ""
+    path.unlink()
+    return f" (the downloaded {path.name} was removed; a rerun downloads it again)"
+
+
 def _report(keeper: Keeper, missing: set[str], source: str) -> None:
     kept = f"{len(keeper.kept):,} verified images kept in {keeper.images}"
     if keeper.bad:
-        raise UserError(f"{len(keeper.bad):,} images failed their SHA-256 check (first: {keeper.bad[0]}); "
+        raise transfer.Mismatch(f"{len(keeper.bad):,} images failed their SHA-256 check (first: {keeper.bad[0]}); "
                         f"nothing unverified was kept, {kept}; rerun, or pass --from another copy")
     lacking = sorted(missing - keeper.kept)
     if lacking:
-        raise UserError(f"--from {source}: {len(lacking):,} of RSICD's images are not there (first: "
+        raise transfer.Mismatch(f"--from {source}: {len(lacking):,} of RSICD's images are not there (first: "
                         f"{lacking[0]}); {kept}; pass --from a complete copy")

@@ -79,8 +79,8 @@ def archive_files(path: Path, wanted: Iterable[str]) -> Iterator[tuple[str, byte
                 if member.isfile() and name in wanted:
                     yield name, archive.extractfile(member).read()
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        raise UserError(f"{path}: not a readable zip or tar archive ({exc}); delete it and "
-                        "rerun, or pass --from another copy") from None
+        raise transfer.Mismatch(f"{path}: not a readable zip or tar archive ({exc}); pass --from "
+                                "another copy") from None
 
 
 def archive_names(path: Path) -> list[str]:
@@ -92,8 +92,8 @@ def archive_names(path: Path) -> list[str]:
         with tarfile.open(path, "r:*") as archive:
             return archive.getnames()
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        raise UserError(f"{path}: not a readable zip or tar archive ({exc}); delete it and "
-                        "rerun, or pass --from another copy") from None
+        raise transfer.Mismatch(f"{path}: not a readable zip or tar archive ({exc}); pass --from "
+                                "another copy") from None
 
 
 def folder_files(folder: Path, wanted: Iterable[str]) -> Iterator[tuple[str, bytes]]:

@@ -67,26 +67,35 @@ def download_sydney(dest=None, source: str | None = None, *, pins: SydneyPins | 
         check_captions(_read_json(dest / "dataset.json", dest / "dataset.json"), pins, dest / "dataset.json")
         log(f"Sydney-Captions: already in {dest}, every image verified")
         return dest
-    where = source or pins.url
-    kind = sources.kind_of(where)
-    if kind == "folder":
-        data, label = _folder_json(Path(where)), where
-        files = partial(sources.folder_files, Path(where))
-    elif kind == "archive":
-        path, downloaded = sources.local_archive(where, dest / ".download", FIX, quiet)
-        data, label = _archive_json(path), path.name
-        files = partial(sources.archive_files, path)
-    else:
-        raise UserError(f"--from {where}: not Sydney_captions.zip (a path or URL) or a folder holding a copy")
-    check_captions(data, pins, label)
-    _keep_images(data, images, have, files, pins, label, quiet)
+    label, read_json, files, downloaded = _open(source or pins.url, dest / ".download", quiet)
+    try:
+        data = read_json()
+        check_captions(data, pins, label)
+        _keep_images(data, images, have, files, pins, label, quiet)
+    except transfer.Mismatch as exc:
+        if not downloaded:
+            raise
+        downloaded.unlink()
+        raise transfer.Mismatch(f"{exc} (the downloaded {label} was removed; a rerun downloads it again)") from None
     for entry in data["images"]:
         entry["filename"] = PurePosixPath(entry["filename"]).name
     transfer.place(dest / "dataset.json", json.dumps(data).encode())
-    if kind == "archive" and downloaded:
-        path.unlink()
+    if downloaded:
+        downloaded.unlink()
     log(f"Sydney-Captions: {len(data['images'])} images, captions, split and pixels verified, in {dest}")
     return dest
+
+
+def _open(where: str, work: Path, quiet: bool):
+    """(label, a reader of its dataset json, a reader of its files by name, the archive if it
+    was downloaded here) for a folder, or a zip at a path or URL."""
+    kind = sources.kind_of(where)
+    if kind == "folder":
+        return where, partial(_folder_json, Path(where)), partial(sources.folder_files, Path(where)), None
+    if kind != "archive":
+        raise UserError(f"--from {where}: not Sydney_captions.zip (a path or URL) or a folder holding a copy")
+    path, downloaded = sources.local_archive(where, work, FIX, quiet)
+    return path.name, partial(_archive_json, path), partial(sources.archive_files, path), path if downloaded else None
 
 
 def fetch_when_absent(why: str, seconds: float = 5) -> tuple[Path | None, str]:
@@ -111,13 +120,13 @@ def check_captions(data: dict, pins: SydneyPins, label) -> None:
     entries = {PurePosixPath(e["filename"]).stem: e for e in data.get("images", [])}
     extra, lacking = sorted(set(entries) - set(pins.manifest)), sorted(set(pins.manifest) - set(entries))
     if extra or lacking:
-        raise UserError(f"{label}: its images are not Sydney-Captions' 613 ({len(lacking)} missing, "
+        raise transfer.Mismatch(f"{label}: its images are not Sydney-Captions' 613 ({len(lacking)} missing, "
                         f"{len(extra)} unknown, first: {(lacking or extra)[0]}); pass --from another copy")
     for what, key, value in (("split", "split", lambda e: e.get("split")),
                              ("captions", "tokens", lambda e: manifests.tokens_digest(e.get("sentences", [])))):
         wrong = sorted(stem for stem, e in entries.items() if value(e) != pins.manifest[stem][key])
         if wrong:
-            raise UserError(f"{label}: the {what} of {len(wrong)} images differ from the original "
+            raise transfer.Mismatch(f"{label}: the {what} of {len(wrong)} images differ from the original "
                             f"Sydney-Captions' (first: {entries[wrong[0]]['filename']}); pass --from another copy")
 
 
@@ -160,10 +169,10 @@ def _keep_images(data: dict, images: Path, have: dict, files, pins: SydneyPins, 
         kept += 1
     verified = f"{len(have) + kept} verified images kept in {images}"
     if bad:
-        raise UserError(f"{label}: {len(bad)} images failed their check (first: {bad[0]}); nothing "
+        raise transfer.Mismatch(f"{label}: {len(bad)} images failed their check (first: {bad[0]}); nothing "
                         f"unverified was kept, {verified}; pass --from another copy")
     if kept < len(wanted):
-        raise UserError(f"{label}: {len(wanted) - kept} of the images its dataset.json names are not in "
+        raise transfer.Mismatch(f"{label}: {len(wanted) - kept} of the images its dataset.json names are not in "
                         f"it; {verified}; pass --from a complete copy")
 
 
@@ -172,9 +181,9 @@ def _read_json(blob_or_path, label) -> dict:
         text = blob_or_path.read_bytes() if isinstance(blob_or_path, Path) else blob_or_path
         data = json.loads(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{label}: not a readable dataset.json ({exc}); pass --from another copy") from None
+        raise transfer.Mismatch(f"{label}: not a readable dataset.json ({exc}); pass --from another copy") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise UserError(f"{label}: no Karpathy-style images list in it; pass --from another copy")
+        raise transfer.Mismatch(f"{label}: no Karpathy-style images list in it; pass --from another copy")
     return data
 
 
@@ -194,5 +203,5 @@ def _archive_json(path: Path) -> dict:
             continue
         if isinstance(data, dict) and isinstance(data.get("images"), list):
             return data
-    raise UserError(f"{path}: no Karpathy-style dataset json in it; delete it and rerun, or pass --from "
-                    "another copy of Sydney_captions.zip")
+    raise transfer.Mismatch(f"{path}: no Karpathy-style dataset json in it; pass --from another copy "
+                            "of Sydney_captions.zip")

@@ -37,6 +37,11 @@ DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota i
                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
 
 
+class Mismatch(UserError):
+    """What arrived is not what the pins say (a digest, a caption, a picture): the copy is
+    bad, so a downloaded archive holding it is removed and fetched anew by a rerun."""
+
+
 def is_url(text: str) -> bool:
     return urllib.parse.urlsplit(str(text)).scheme in ("http", "https", "file")
 
