@@ -144,3 +144,36 @@ def test_experiment_scores_reference_captioners_beside_a_decoder(tmp_path, label
     assert all(name in first for name in expected)
     stored = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert stored["models"]["prior"]["deterministic"] is True
+
+
+def _summary(split, preset, models):
+    """A summary.json's parts that the protocol table reads: per model its seeds' test
+    CIDEr-D and BLEU-4 and the "as published" pick."""
+    return {"dataset": {"name": "hand", "split": split}, "config": {"preset": preset},
+            "models": {name: {"kind": kind, "seeds": [{"cider": c, "coco": {"bleu4": c / 10}} for c in seeds],
+                              "as_published": {"cider": max(seeds) + 0.1, "bleu4": 0.0}}
+                       for name, (kind, seeds) in models.items()}}
+
+
+def test_protocol_table_puts_each_run_in_its_column(tmp_path):
+    from convattn.caption.protocol import format_protocol, protocol_table, read_summaries
+
+    summaries = [_summary("official", "best", {"attention": ("decoder", [1.0, 1.2]), "prior": ("reference", [0.5])}),
+                 _summary("official", "homework", {"attention": ("decoder", [0.8]), "prior": ("reference", [0.5])}),
+                 _summary("random-1", "best", {"attention": ("decoder", [2.0]), "prior": ("reference", [1.5])}),
+                 _summary("random-2", "best", {"attention": ("decoder", [3.0]), "prior": ("reference", [2.5])})]
+    table = protocol_table(summaries)
+    rows = {r["row"]: r["cells"] for r in table["rows"]}
+    assert list(rows) == ["prior", "best:attention", "homework:attention"]  # references first
+    assert rows["best:attention"]["official/val"]["cider"][0] == pytest.approx(1.1)
+    assert rows["best:attention"]["official/test"]["cider"][0] == pytest.approx(1.3)
+    assert rows["best:attention"]["random/val"]["cider"] == (pytest.approx(2.5), pytest.approx(2 ** 0.5 / 2))
+    assert rows["best:attention"]["random/val"]["splits"] == ["random-1", "random-2"]
+    assert rows["prior"]["official/val"]["runs"] == 1   # the same captions in two experiments: once
+    assert rows["homework:attention"]["random/val"] is None
+    assert "| `homework:attention` | 0.800 (0.080) [1] |" in format_protocol(table)
+    for i, s in enumerate(summaries[:1] + [{**summaries[0], "dataset": {"name": "other"}}]):
+        (tmp_path / f"e{i}").mkdir()
+        (tmp_path / f"e{i}" / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(UserError, match="several datasets"):
+        read_summaries([tmp_path / "e0", tmp_path / "e1"])

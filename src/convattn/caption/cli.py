@@ -20,6 +20,7 @@ from convattn.caption.encoders import DEFAULT_LAYER, ENCODER_LAYERS
 from convattn.caption.ensemble import score_ensemble
 from convattn.caption.experiment import run
 from convattn.caption.predict import predict
+from convattn.caption.protocol import format_protocol, protocol_table, read_summaries
 from convattn.caption.presets import PRESETS, CaptionConfig
 from convattn.common import distributed
 from convattn.common.config import add_flags, flag_of, from_args
@@ -55,7 +56,7 @@ def register(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_train)
 
-    sub = parser.add_subparsers(dest="caption_command", metavar="{predict,compare,ensemble,maps}")
+    sub = parser.add_subparsers(dest="caption_command", metavar="{predict,compare,ensemble,maps,protocol}")
     pred = sub.add_parser("predict", help="caption image files with a trained model.pt",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pred.add_argument("--model", required=True, action="append", metavar="MODEL_PT",
@@ -105,6 +106,17 @@ def register(subparsers) -> None:
     maps.add_argument("--device", dest="maps_device", default="auto", help="auto, cpu or cuda")
     maps.add_argument("--json", dest="maps_json", action="store_true", help="print the result as JSON")
     maps.set_defaults(func=_maps)
+    _register_protocol(sub)
+
+
+def _register_protocol(sub) -> None:
+    prot = sub.add_parser("protocol", help="what the protocol does to a number: test CIDEr-D of each "
+                          "captioner on the official split and on random re-splits, checkpoints chosen on "
+                          "validation and picked on test, from experiments' summaries")
+    prot.add_argument("outs", nargs="+", metavar="OUT", help="experiments' --out folders (or summary.json "
+                      "files) of one dataset: official split and --split random-N runs")
+    prot.add_argument("--json", dest="protocol_json", action="store_true", help="print the table as JSON")
+    prot.set_defaults(func=_protocol)
 
 
 def config_from_args(args) -> CaptionConfig:
@@ -231,6 +243,12 @@ def _maps(args) -> int:
         print(f"  seed {s['seed']}: " + ", ".join(f"{names[m]} {s[m]:.3f}" for m in MEASURES))
     print("  mean ± std: " + ", ".join(f"{names[m]} {out['mean'][m][0]:.3f} ± {out['mean'][m][1]:.3f}"
                                        for m in MEASURES))
+    return 0
+
+
+def _protocol(args) -> int:
+    table = protocol_table(read_summaries(args.outs))
+    print(json.dumps(table, indent=2) if args.protocol_json else format_protocol(table))
     return 0
 
 
