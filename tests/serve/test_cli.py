@@ -88,7 +88,7 @@ def test_server_process_serves_concurrent_requests(report_dir):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "convattn", "serve", "--report", str(report_dir),
-                             "--port", str(port), "--device", "cpu"],
+                             "--port", str(port), "--device", "cpu", "--allow-host", "convattn.test"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -118,6 +118,9 @@ def test_server_process_serves_concurrent_requests(report_dir):
         assert bad.status_code == 415 and "not an image" in bad.json()["detail"]
         assert caption(0).status_code == 200
         assert httpx.get(f"{url}/report").status_code == 200
+        # DNS rebinding: a name that is neither 127.0.0.1's nor --allow-host's is refused
+        assert httpx.get(f"{url}/api/models", headers={"Host": f"rebound.example:{port}"}).status_code == 403
+        assert httpx.get(f"{url}/api/models", headers={"Host": f"convattn.test:{port}"}).status_code == 200
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)

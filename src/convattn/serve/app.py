@@ -99,6 +99,21 @@ def create_app(store: ModelStore, report_dir: Path | None = None, hosts: Hosts |
     def models() -> list[dict]:
         return store.info()
 
+    add_upload_routes(app, store, pool)
+    add_testset_routes(app, testsets, missing_report)
+
+    @app.get("/report", include_in_schema=False)
+    def report():
+        if not (report_html and report_html.is_file()):
+            raise HTTPException(404, missing_report)
+        return FileResponse(report_html, media_type="text/html")
+
+    return app
+
+
+def add_upload_routes(app: FastAPI, store: ModelStore, pool: DecodePool) -> None:
+    """POST /api/caption and /api/preview: each upload decoded in `pool` inside a slot."""
+
     @app.post("/api/caption")
     def caption(image: Annotated[UploadFile, File(description="any image Pillow reads")],
                 model: Annotated[str, Form()] = "m0",
@@ -116,6 +131,10 @@ def create_app(store: ModelStore, report_dir: Path | None = None, hosts: Hosts |
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png")
+
+
+def add_testset_routes(app: FastAPI, testsets: dict[str, TestSet], missing_report: str) -> None:
+    """GET /api/testset and /api/testset/{name}/image."""
 
     def testset_of(dataset: str | None) -> TestSet:
         if not testsets:
@@ -150,14 +169,6 @@ def create_app(store: ModelStore, report_dir: Path | None = None, hosts: Hosts |
         except (FileNotFoundError, ValueError) as exc:
             raise HTTPException(404, str(exc)) from None
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
-
-    @app.get("/report", include_in_schema=False)
-    def report():
-        if not (report_html and report_html.is_file()):
-            raise HTTPException(404, missing_report)
-        return FileResponse(report_html, media_type="text/html")
-
-    return app
 
 
 def runs_of_datasets(models: list[dict]) -> list[tuple[str | None, list[dict]]]:

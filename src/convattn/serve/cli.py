@@ -54,8 +54,8 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads per caption (default: 1; requests run in parallel)")
     parser.add_argument("--parallel", type=int, default=None,
-                        help="captions computed at once, each on --threads threads (default: "
-                             "the number of CPU cores)")
+                        help="uploads decoded and captioned at once, each on --threads threads "
+                             "(default: the number of CPU cores); more wait their turn")
     parser.set_defaults(func=_serve)
 
 
