@@ -5,7 +5,9 @@ from the same file."""
 from __future__ import annotations
 
 import io
+import warnings
 
+import hostile
 import pytest
 import torch
 from PIL import Image
@@ -162,3 +164,26 @@ def test_a_large_image_is_reduced_first_and_stays_close_to_a_direct_resize(size,
     assert ours.size == direct.size
     diff = (to_tensor(ours) - to_tensor(direct)).abs().max().item() * 255
     assert diff <= 3, diff
+
+
+def test_pillows_warnings_about_damaged_files_are_not_passed_on():
+    """Damaged files make Pillow warn (corrupt EXIF, tags past the end, deprecated formats):
+    their sentence is the answer, and the log stays quiet."""
+    cases = [data for _, data in hostile.generated(seed=3, n=150)]
+    with warnings.catch_warnings(record=True) as plain:
+        warnings.simplefilter("always")
+        for data in cases:
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    img.load()
+            except Exception:  # noqa: BLE001 -- only the warnings are counted here
+                pass
+    assert plain  # the cases do make Pillow warn
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        for data in cases:
+            try:
+                decode(data)
+            except BadImage:
+                pass
+    assert ours == []

@@ -72,6 +72,18 @@ def test_a_worker_that_dies_is_a_400_then_replaced(pool):
     assert pool.decode(big, "x", Fit(64)).image.size == (64, 64)
 
 
+def test_what_decoders_print_stays_in_the_worker(pool, capfd):
+    """libtiff prints its complaints about a damaged file to stderr: not into the server's log."""
+    tiff = hostile.encode(hostile.picture((64, 64)), "TIFF", compression="tiff_adobe_deflate")
+    for at in range(len(tiff) // 2, len(tiff), 97):
+        damaged = tiff[:at] + bytes([tiff[at] ^ 0x55]) + tiff[at + 1:]
+        try:
+            pool.decode(damaged, "x", Fit(64))
+        except BadImage:
+            pass
+    assert capfd.readouterr().err == ""
+
+
 def test_a_burst_runs_no_more_decodes_than_workers(pool):
     data = hostile.encode(hostile.picture((800, 800)), "PNG")
     threads = [threading.Thread(target=pool.decode, args=(data, "x", Fit(64))) for _ in range(8)]

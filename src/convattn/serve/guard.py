@@ -4,8 +4,9 @@
   [::1]) or to a name given with --allow-host. A web page elsewhere cannot drive the API by
   pointing its own domain name at 127.0.0.1 (DNS rebinding): its requests carry that name.
   A server on every address (0.0.0.0 or ::) also answers requests addressed to any IP.
-- Origin: a request a browser sends from another site's page (its Origin names that site)
-  is refused, so no page can spend this server's CPU on uploads of its own.
+- Origin: a request a browser sends from another site's page (its Origin names that site,
+  or is "null" for a sandboxed frame or a local file) is refused, so no page can spend this
+  server's CPU on uploads of its own.
 - Body: at most MAX_BYTES plus the form around it on the upload routes, BODY_SLACK elsewhere,
   counted as it streams in, whether or not Content-Length is sent (and refused at once when
   Content-Length is over).
@@ -125,7 +126,7 @@ class Guard:
                          f"(this one: Host {headers.get('host', '(none)')[:100]!r}); start it with "
                          "--allow-host NAME to reach it by another name")
         origin = headers.get("origin")
-        if origin and origin != "null" and not self.hosts.allows(urlsplit(origin).netloc):
+        if origin and (origin == "null" or not self.hosts.allows(urlsplit(origin).netloc)):
             return 403, (f"requests from pages of other sites are refused (Origin "
                          f"{origin[:100]!r}); open the page from this server itself")
         length = headers.get("content-length", "")
