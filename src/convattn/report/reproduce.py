@@ -36,7 +36,7 @@ from convattn.common.runs import add_policy_flags
 from convattn.common.runtime import cache_dir, choose_device, environment
 from convattn.data.rsicd import download_rsicd
 from convattn.data.sydney import download_sydney, fetch_when_absent
-from convattn.report import study, templating
+from convattn.report import templating
 from convattn.report.render import write_report
 from convattn.theory.answer import answer
 
@@ -162,7 +162,8 @@ def reproduce(args) -> int:
                 results["warnings"].append(f"Question 3 was skipped: {why} See the Question 3 section.")
                 log(f"convattn: warning: {why} Q3 skipped; the report says how to get the dataset")
             elif name == "rsicd":  # optional: one line on how to get it
-                log(f"convattn: {why} The RSICD benchmark is skipped; {study.RSICD_HOWTO_SHORT}")
+                log(f"convattn: {why} The RSICD benchmark is skipped; to run it, pass --rsicd download "
+                    "(about 570 MB, every file verified) or --rsicd DIR")
         else:
             log(f"== {name} ==")
             try:
