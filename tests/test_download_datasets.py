@@ -5,6 +5,7 @@ verified lost; a missing server, a full disk and an offline reproduce each one l
 
 import dataclasses
 import errno
+import hashlib
 import json
 import subprocess
 
@@ -90,6 +91,29 @@ def test_rsicd_from_a_git_directory(tmp_path):
     pins = dataclasses.replace(src.pins, commit=commit, folder=FOLDER)
     dest = rsicd.download_rsicd(tmp_path / "out", str(repo / ".git"), str(tmp_path / "RSICD.csv"), pins=pins, quiet=True)
     assert image_bytes(dest) == src.images
+
+
+def test_the_official_zip_is_trusted_on_its_digest_and_a_rerun_accepts_its_images(server, tmp_path):
+    src = publish_rsicd(server, tmp_path, n_train=4, n_val=1, n_test=1)
+    images = dict(src.images, **{"00001.jpg": src.images["00001.jpg"] + b"\0"})  # one copy differs
+    (tmp_path / "RSICD_images.zip").write_bytes(zip_of({f"RSICD_images/{n}": b for n, b in images.items()}))
+    with pytest.raises(UserError, match=r"1 images failed their SHA-256 check \(first: 00001.jpg from RSICD_images.zip"):
+        rsicd.download_rsicd(tmp_path / "other", str(tmp_path / "RSICD_images.zip"), pins=src.pins, quiet=True)
+    digest = hashlib.sha256((tmp_path / "RSICD_images.zip").read_bytes()).hexdigest()
+    pins = dataclasses.replace(src.pins, official_zip_sha256=digest)
+    dest = rsicd.download_rsicd(tmp_path / "r", str(tmp_path / "RSICD_images.zip"), pins=pins, quiet=True)
+    assert image_bytes(dest) == images and (tmp_path / "RSICD_images.zip").exists()  # the user's file stays
+    assert (dest / ".download" / "accepted.sha256").read_text().endswith("  00001.jpg\n")
+    before = len(server.log)
+    rsicd.download_rsicd(dest, pins=pins, quiet=True)  # the default source: nothing to fetch
+    assert len(server.log) == before and image_bytes(dest) == images
+
+
+def test_sydney_from_a_folder_holding_a_copy(tmp_path):
+    src = tiny_sydney(tmp_path / "made", n_train=4, n_val=1, n_test=1)
+    dest = sydney.download_sydney(tmp_path / "syd", str(tmp_path / "made"), pins=src.pins, quiet=True)
+    assert sorted(p.name for p in (dest / "images").iterdir()) == sorted(
+        p.name for p in (tmp_path / "made" / "images").iterdir())
 
 
 def test_sydney_zip_downloads_lays_out_and_trains(server, tmp_path):

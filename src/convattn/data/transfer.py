@@ -134,8 +134,15 @@ def fetch_bytes(url: str, fix: str, timeout: float = TIMEOUT, retries: int = RET
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             if attempt + 1 == retries or not _transient(exc):
                 raise network_error(url, exc, fix) from None
-            time.sleep(0.5 * 2 ** attempt)
+            time.sleep(_pause(exc, attempt))
     raise AssertionError("unreachable")
+
+
+def _pause(exc: BaseException, attempt: int) -> float:
+    """Seconds before the next try: the server's Retry-After (rate limits), up to a minute,
+    else 0.5, 1, 2 ..."""
+    after = exc.headers.get("Retry-After", "") if isinstance(exc, urllib.error.HTTPError) and exc.headers else ""
+    return min(float(after), 60.0) if after.isdigit() else 0.5 * 2 ** attempt
 
 
 def fetch_to(url: str, part: Path, fix: str, *, desc: str, quiet: bool = False,
