@@ -26,8 +26,6 @@ import torch
 from convattn.common.errors import UserError
 from convattn.data.download import find_fashion_mnist
 
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 IMAGE_SIDE = 28
 SPLIT_SEED = 42      # the train/dev split's seed: fixed, not the training seed
 DEV_FRACTION = 1 / 6  # 10,000 of the 60,000 training images

@@ -21,11 +21,6 @@ OTHER_CLASSIFY = [
     ("another group", 0.3, 0.001, 0.6465, 0.8572, 0.8517),
     ("another group", 0.3, 0.1, 0.2542, 0.9016, 0.8986),
 ]
-OTHER_CAPTION = [
-    # source, test BLEU-4 without attention, with attention
-    ("official solution", 0.5126, 0.522),
-    ("another group", 0.5150, 0.5349),
-]
 OTHER_GROUP_CAPTIONS = {
     "219": "a residential area with houses arranged neatly and some roads go through this area",
     "357": "a curved river with some green waters and a highway passed by",
