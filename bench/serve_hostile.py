@@ -35,7 +35,7 @@ import hostile  # noqa: E402  (tests/serve/hostile.py: the generator the tests u
 from serve_load import generated_image, percentile, start_server  # noqa: E402
 
 from convattn.serve.images import BadImage, Fit  # noqa: E402
-from convattn.serve.workers import DecodePool  # noqa: E402
+from convattn.serve.workers import DecodePool, status_bytes  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,16 +74,6 @@ def generated_model(folder: Path) -> Path:
     return path
 
 
-def proc_status(pid: int, key: str) -> int:
-    """A /proc/<pid>/status field in bytes (VmRSS, VmHWM); 0 when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            line = next(line for line in f if line.startswith(key + ":"))
-        return int(line.split()[1]) * 1024
-    except (OSError, StopIteration, ValueError):
-        return 0
-
-
 def tree_rss(pid: int) -> int:
     """Resident memory of a process and its children (the server and its decoding workers)."""
     return sum(split_rss(pid))
@@ -98,26 +88,26 @@ def split_rss(pid: int) -> tuple[int, int]:
                 children += [int(c) for c in f.read().split()]
     except OSError:
         pass
-    return proc_status(pid, "VmRSS"), sum(proc_status(c, "VmRSS") for c in children)
+    return status_bytes(pid, "VmRSS"), sum(status_bytes(c, "VmRSS") for c in children)
 
 
 def costs(files: dict[str, bytes]) -> None:
     logging.getLogger("convattn.serve").setLevel(logging.ERROR)  # the answers are printed below
-    print("issue #27's files, each in a fresh decoding worker (224x224, as a model reads it):")
+    print("issue #27's files and more of their kinds, each in a fresh decoding worker (at 224x224, "
+          "as a model reads it):")
     for name, data in files.items():
         pool = DecodePool(1)
         try:
             pool.decode(hostile.encode(hostile.picture(), "PNG"), "warm-up", Fit(224))
             [worker] = pool.started
-            rss, cpu, start = proc_status(worker.proc.pid, "VmRSS"), worker.cpu(), time.perf_counter()
+            rss, start = status_bytes(worker.proc.pid, "VmRSS"), time.perf_counter()
             try:
                 d = pool.decode(data, f"'{name}'", Fit(224))
                 answer = f"decoded {d.width}x{d.height}"
             except BadImage as exc:
-                answer = f"{exc.status}: {str(exc)[:90]}"
-            wall, used = time.perf_counter() - start, worker.cpu() - cpu
-            peak = max(0, proc_status(worker.proc.pid, "VmHWM") - rss)
-            print(f"  {name:15} {len(data) / 1024:7.0f} KB  cpu {used:5.2f} s  wall {wall:5.2f} s  "
+                answer = f"{exc.status}: {str(exc)[:80]}"
+            wall, used, peak = time.perf_counter() - start, worker.spent, max(0, worker.peak - rss)
+            print(f"  {name:15} {len(data) / 1024:6.0f} KB  cpu {used:5.2f} s  wall {wall:5.2f} s  "
                   f"peak memory +{peak / 2**20:4.0f} MB  {answer}")
         finally:
             pool.close()
@@ -198,7 +188,7 @@ def report_load(out: dict, start: tuple[int, int], end: tuple[int, int], args) -
 def main(argv=None) -> int:
     args = parse_args(argv)
     print(f"{os.cpu_count()} CPU cores here; load average {os.getloadavg()[0]:.1f} at the start")
-    files = hostile.named()
+    files = {**hostile.named(), **hostile.more()}
     costs(files)
     with tempfile.TemporaryDirectory() as tmp:
         if not (args.model or args.report):

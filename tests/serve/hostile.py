@@ -3,6 +3,7 @@ files of every format Pillow writes (truncations, bit flips, overwritten header 
 repeated chunks, swapped extensions), scan and size bombs and extreme aspect ratios.
 
     named()              -> {name: bytes}: the reproducers the issue lists
+    more()               -> {name: bytes}: bombs of the same kinds within every limit
     generated(seed, n)   -> [(filename, bytes)]: n cases, the same for the same seed
 
 Used by tests/serve/test_hostile.py against a live server and by bench/serve_hostile.py.
@@ -75,6 +76,14 @@ def scan_bomb(side: int = 6000, repeats: int = 6000, quality: int = 50) -> bytes
     return data[:-2] + header * repeats + b"\xff\xd9"
 
 
+def chunk_bomb(chunks: int = 1_600_000) -> bytes:
+    """A 500x500 PNG with `chunks` empty unknown chunks before its data (19 MB for 1.6
+    million): checking their CRCs one by one costs Pillow seconds."""
+    png = one_bit_png(500, 500)
+    header_end = 8 + 25  # the signature and IHDR
+    return png[:header_end] + png_chunk(b"zzZz", b"") * chunks + png[header_end:]
+
+
 def damaged_avif() -> bytes:
     """A 500x500 AVIF (quality 60) with two bits flipped at the start of its coded frame:
     the container is intact, the AV1 decoder fails ("Failed to decode frame 0")."""
@@ -95,6 +104,15 @@ def named(scan_side: int = 6000) -> dict[str, bytes]:
     return {"damaged.avif": damaged_avif(), "zero-frame.emf": zero_frame_emf(),
             "scan-bomb.jpg": scan_bomb(side=scan_side), "1x40000000.png": one_bit_png(1, 40_000_000),
             "40000000x1.png": one_bit_png(40_000_000, 1)}
+
+
+def more() -> dict[str, bytes]:
+    """Files within the byte, pixel and scan limits that still cost: a PNG of 1.6 million
+    chunks (a time bomb only the CPU budget stops), extreme aspect ratios and 40 megapixels."""
+    side = int(40_000_000 ** 0.5)
+    return {"chunks.png": chunk_bomb(), "1x65535.png": one_bit_png(1, 65_535),
+            "610x65535.png": one_bit_png(610, 65_535), f"{side}x{side}.png": one_bit_png(side, side),
+            "scans-100.jpg": scan_bomb(side=6000, repeats=90)}
 
 
 def originals(rng: random.Random) -> list[tuple[str, bytes]]:

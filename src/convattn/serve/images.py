@@ -205,7 +205,7 @@ def fitted(img: Image.Image, fit: Fit) -> Decoded:
     """An opened image -> decoded, shrunk to within REDUCING_GAP of its fit while decoding or
     right after, converted to RGB, resized bicubic, turned upright (EXIF orientation, as
     browsers show it)."""
-    kind, transposes = img.format or "image", ORIENTATIONS.get(img.getexif().get(0x0112), [])
+    kind, transposes = img.format or "image", upright(img)
     width, height = img.size  # as stored; upright below
     target = fit.of(*((height, width) if swaps(transposes) else (width, height)))
     if swaps(transposes):
@@ -219,6 +219,15 @@ def fitted(img: Image.Image, fit: Fit) -> Decoded:
     for transpose in transposes:
         img = img.transpose(transpose)
     return Decoded(img, *((height, width) if swaps(transposes) else (width, height)), kind)
+
+
+def upright(img: Image.Image) -> list:
+    """The transposes that show `img` upright, from its EXIF orientation; none when the EXIF
+    block is damaged (the pixels may be fine: caption them as stored)."""
+    try:
+        return ORIENTATIONS.get(img.getexif().get(0x0112), [])
+    except Exception:  # noqa: BLE001 -- damaged metadata of an untrusted file
+        return []
 
 
 def swaps(transposes: list) -> bool:

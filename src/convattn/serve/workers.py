@@ -58,6 +58,7 @@ class Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0, env=env)
         self.ticks = ticks_per_second()
         self.ready = False  # the worker says so once Python and Pillow are loaded
+        self.spent, self.peak = 0.0, 0  # the last upload's CPU seconds; the worker's peak memory
 
     def wait_ready(self) -> None:
         """Python's start is not an upload's cost: wait for it before counting CPU time."""
@@ -85,9 +86,15 @@ class Worker:
         for pipe in (self.proc.stdin, self.proc.stdout):
             pipe.close()
 
+    def measure(self, cpu: float | None) -> None:
+        """Record what the last upload cost (`cpu`: the worker's CPU time when it began)."""
+        if cpu is not None:
+            self.spent, self.peak = self.cpu() - cpu, status_bytes(self.proc.pid, "VmHWM")
+
     def decode(self, data: bytes, name: str, fit: Fit) -> Decoded:
         """One upload through this worker; the worker is killed when over its budget."""
         header = {"name": name, "size": fit.size, "max_side": fit.max_side, "bytes": len(data)}
+        cpu = None
         try:
             self.wait_ready()
             start, cpu = time.monotonic(), self.cpu()
@@ -95,7 +102,9 @@ class Worker:
             reply = json.loads(self.receive(struct.unpack(">I", self.receive(4, start, cpu))[0], start, cpu))
             pixels = self.receive(reply.get("pixels", 0), start, cpu)
             image = Image.frombytes("RGB", tuple(reply["size"]), pixels) if reply["ok"] else None
+            self.measure(cpu)
         except TimeoutError as exc:
+            self.measure(cpu)
             self.kill()
             raise BadImage(f"{name} took more than {exc} to decode, the budget of an upload; it "
                            "looks like a decompression bomb (or save it smaller)", 413) from None
@@ -201,10 +210,17 @@ def answer(header: dict, data: bytes) -> tuple[dict, bytes]:
 
 
 def resident() -> int:
+    return status_bytes(os.getpid(), "VmRSS")
+
+
+def status_bytes(pid: int, key: str) -> int:
+    """A memory field of /proc/<pid>/status in bytes (VmRSS: resident now, VmHWM: its peak);
+    0 where there is no such file or field."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/status") as f:
+            line = next(line for line in f if line.startswith(key + ":"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError, IndexError):
         return 0
 
 
