@@ -10,6 +10,7 @@ black), measured: validation nearest similarities 0.80-0.85 (threshold 0.800), t
 from __future__ import annotations
 
 import io
+import re
 import shutil
 
 import numpy as np
@@ -111,5 +112,8 @@ def test_no_check_without_the_runs_data(report_dir, tmp_path, monkeypatch):
     _, store = build(None, str(report_dir), "cpu")
     reason = store.info()[0]["novelty"]["reason"]
     assert "features of" in reason and "are not cached on this machine" in reason
+    # the page names folders by their last part; the server's log has the whole reason
+    assert "..." in reason and not re.search(r"(?<![\w.])/\w", reason), reason
+    assert str(tmp_path / "empty-cache") in store.models["m0"].novelty.reason
     out = store.caption("m0", Image.open(io.BytesIO(noise())).convert("RGB"))["novelty"]
     assert out["unlike_training"] is None and out["reason"] == reason

@@ -187,3 +187,8 @@ def test_pillows_warnings_about_damaged_files_are_not_passed_on():
             except BadImage:
                 pass
     assert ours == []
+
+
+def test_paths_in_a_sentence_are_shown_by_their_last_part():
+    text = "the features of /data/sets/sydney are not cached (/root/.cache/convattn/ab12/); see a/b"
+    assert images.without_paths(text) == "the features of .../sydney are not cached (.../ab12); see a/b"

@@ -18,6 +18,7 @@ REDUCING_GAP of the model's size gets exactly `load_image`'s pixels.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -43,6 +44,15 @@ ORIENTATIONS = {2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE
                 4: [Image.Transpose.FLIP_TOP_BOTTOM], 5: [Image.Transpose.TRANSPOSE],
                 6: [Image.Transpose.ROTATE_270], 7: [Image.Transpose.TRANSVERSE],
                 8: [Image.Transpose.ROTATE_90]}  # EXIF orientation -> what shows it upright
+
+
+# /a/b/c -> group 1 "c": an absolute path in a sentence, to be shown by its last part
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/()'\",;]+/)*([^\s/()'\",;]+)/?")
+
+
+def without_paths(text: str) -> str:
+    """A sentence for the page: each absolute path in it shown as .../<its last part>."""
+    return ABSOLUTE_PATH.sub(lambda m: ".../" + m[1], text)
 
 
 class BadImage(ValueError):
@@ -130,7 +140,7 @@ def decode(data: bytes, name: str = "the file", fit: Fit = Fit()) -> Decoded:
 def damaged(name: str, kind: str | None, exc: Exception) -> BadImage:
     """The sentence for a file Pillow failed on: truncated files, bad checksums, broken
     headers (OSError, SyntaxError, ValueError, ...), or a reader's own bug on odd input."""
-    detail = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+    detail = without_paths(str(exc).splitlines()[0][:200]) if str(exc).strip() else ""
     if not isinstance(exc, EXPECTED):
         detail = f"Pillow's {kind or 'image'} reader failed on it: {exc.__class__.__name__}" + \
                  (f", {detail}" if detail else "")

@@ -18,7 +18,6 @@ not on this machine gets no check, and its API answers say why.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,12 +29,10 @@ from convattn.caption.features import cache_folder, cache_key, find_cache
 from convattn.caption.rerank import global_features
 from convattn.common.errors import UserError
 from convattn.data.captions import CaptionDataset, load_dataset
+from convattn.serve.images import without_paths
 
 PERCENTILE = 1    # the threshold: this percentile of the validation images' similarities
 CHUNK = 256       # images per read from the memory-mapped cache
-# /a/b/c -> group 1 "c": an absolute path in a sentence, to its last part
-ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/()'\",;]+/)*([^\s/()'\",;]+)/?")
-
 
 @dataclass(frozen=True)
 class Novelty:
@@ -77,7 +74,7 @@ class NoveltyCheck:
     def shown_reason(self) -> str | None:
         """The reason as the page shows it: folders by their last part only (the server's log
         has the whole reason)."""
-        return None if self.reason is None else ABSOLUTE_PATH.sub(lambda m: ".../" + m[1], self.reason)
+        return None if self.reason is None else without_paths(self.reason)
 
     def info(self) -> dict:
         """What GET /api/models says of the check."""
