@@ -30,12 +30,13 @@ OTHER_GROUP_CAPTIONS = {
 SYDNEY_HOWTO = (
     "Sydney-Captions (Qu et al., \"Deep semantic understanding of high resolution remote "
     "sensing image\", CITS 2016) is distributed with the RSICD release (Lu et al., IEEE TGRS "
-    "2017). Lay it out as a folder holding a Karpathy-style `dataset.json` (`images[]` with "
-    "`filename`, `split` and `sentences[].tokens`) and an `images/` folder with the 613 "
-    "images, then pass it with `--sydney DIR`, set `CONVATTN_SYDNEY=DIR`, or put it at "
-    "`./data/sydney-captions`."
+    "2017). `convattn download sydney-captions` fetches and checks a public copy (on a machine "
+    "with internet, `make reproduce` does so itself); or lay it out as a folder holding a "
+    "Karpathy-style `dataset.json` (`images[]` with `filename`, `split` and `sentences[].tokens`) "
+    "and an `images/` folder with the 613 images, then pass it with `--sydney DIR`, set "
+    "`CONVATTN_SYDNEY=DIR`, or put it at `./data/sydney-captions`."
 )
 
 RSICD_HOWTO_SHORT = (
-    "to run it, lay RSICD out as dataset.json + images/ from two public repositories (docs/rsicd.md) "
-    "and pass --rsicd DIR or set CONVATTN_RSICD=DIR")
+    "to run it, pass --rsicd download (convattn download rsicd fetches and checks it, docs/rsicd.md), "
+    "or --rsicd DIR / CONVATTN_RSICD=DIR for a copy laid out as dataset.json + images/")
