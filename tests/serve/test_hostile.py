@@ -182,3 +182,36 @@ def test_no_response_names_a_folder(http, report_dir, tiny_data):
     models = http.get("/api/models").json()
     assert all(not m["path"].startswith("/") for m in models), [m["path"] for m in models]
     json.dumps(models)  # plain JSON all the way down
+
+
+@pytest.mark.parametrize("path", ["/static/../app.py", "/static/..%2f..%2fapp.py", "/static/%2e%2e/app.py",
+                                  "/api/testset/..%2f..%2f..%2fetc%2fpasswd/image", "/report/../../etc/passwd",
+                                  "/api/testset/%00/image", "/" + "a" * 5000])
+def test_traversal_finds_nothing(http, path):
+    r = http.get(path)
+    assert r.status_code in (400, 404, 414) and "def create_app" not in r.text and "root:" not in r.text
+
+
+@pytest.mark.parametrize("files,data,status", [
+    (None, {"image": "not a file"}, 422),
+    ({"image": ("x.png", b"\x89PNG")}, {"beam": "1e9"}, 422),
+    ({"image": ("x.png", b"\x89PNG")}, {"beam": ""}, 415),  # an empty beam is no beam: the file is read
+    ({"image": ("x.png", b"\x89PNG")}, {"model": "m" * 50_000}, 404),
+    ({"image": ("x.png", b"\x89PNG"), "other": ("y.png", b"x")}, {"model": "m0", "extra": "x"}, 415),
+])
+def test_wrong_form_fields_get_a_sentence(http, files, data, status):
+    r = http.post("/api/caption", files=files, data=data)
+    assert r.status_code == status, r.text[:300]
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and len(detail) < 1000 and "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("headers,body", [
+    ({"Content-Type": "multipart/form-data"}, b"--x\r\n"),  # no boundary
+    ({"Content-Type": "multipart/form-data; boundary=x"}, b"--x\r\nContent-Disposition: form-data\r\n\r\n"),
+    ({"Content-Type": "application/json"}, b'{"image": "aGVsbG8="}'),
+    ({"Content-Type": "multipart/form-data; boundary=x"}, b"\xff" * 5000),
+])
+def test_broken_bodies_get_a_sentence(http, headers, body):
+    r = http.post("/api/caption", headers=headers, content=body)
+    assert 400 <= r.status_code < 500 and isinstance(r.json()["detail"], str), r.text[:300]

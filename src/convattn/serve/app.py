@@ -121,7 +121,7 @@ def add_upload_routes(app: FastAPI, store: ModelStore, pool: DecodePool) -> None
                     "1: greedy; unset: the model's run's decoding (its 'beam' and 'decoding' "
                     "in GET /api/models)"))] = None) -> dict:
         if model not in store.models:
-            raise HTTPException(404, f"no model {model!r}; GET /api/models lists them")
+            raise HTTPException(404, f"no model {model[:100]!r}; GET /api/models lists them")
         return store.caption(model, upload_of(image, pool), beam)
 
     @app.post("/api/preview")
@@ -142,7 +142,7 @@ def add_testset_routes(app: FastAPI, testsets: dict[str, TestSet], missing_repor
         if dataset is None:
             return next(iter(testsets.values()))
         if dataset not in testsets:
-            raise HTTPException(404, f"no test set of {dataset!r} here; this report has "
+            raise HTTPException(404, f"no test set of {dataset[:100]!r} here; this report has "
                                      + ", ".join(testsets))
         return testsets[dataset]
 
@@ -164,7 +164,7 @@ def add_testset_routes(app: FastAPI, testsets: dict[str, TestSet], missing_repor
         try:
             png = testset.png(name, size)
         except KeyError:
-            raise HTTPException(404, f"{name!r} is not a test image of {testset.dataset} in this "
+            raise HTTPException(404, f"{name[:100]!r} is not a test image of {testset.dataset} in this "
                                      "report") from None
         except (FileNotFoundError, ValueError) as exc:
             raise HTTPException(404, str(exc)) from None

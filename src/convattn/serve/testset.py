@@ -100,7 +100,7 @@ class TestSet:
         """A sort value (see `sorts`) -> a function of a row, or None for file order.
         ValueError: not one of them."""
         if sort not in {s["value"] for s in self.sorts()}:
-            raise ValueError(f"sort {sort!r}: expected one of " + ", ".join(s["value"] for s in self.sorts()))
+            raise ValueError(f"sort {sort[:100]!r}: expected one of " + ", ".join(s["value"] for s in self.sorts()))
         kind, _, name = sort.partition(":")
         if kind == "file":
             return None
