@@ -21,10 +21,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(app):
-    """`app` served by uvicorn on a free port, in a thread -> its base URL."""
+def running(app, **config):
+    """`app` served by uvicorn on a free port, in a thread -> its base URL. `config`: more
+    of uvicorn.Config's settings."""
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -112,7 +112,7 @@ class Worker:
             self.kill()
             log.warning("%s: the image reader's process died on it (exit status %s)", name, self.proc.returncode)
             raise BadImage(f"{name} crashed the image reader; it is damaged, or not an image "
-                           "Pillow can read safely") from None
+                           "Pillow can read safely: save it as PNG or JPEG and retry") from None
         if reply.get("rss", 0) > RECYCLE_RSS:
             self.kill()
         if not reply["ok"]:
