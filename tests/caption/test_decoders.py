@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convattn.caption.decoders import Attention, DecoderWithAttention, DecoderWithoutAttention
+from convattn.caption.decoders import MODELS, Attention, DecoderWithAttention, DecoderWithoutAttention
 from convattn.data.captions import END_ID, PAD_ID, START_ID
 
 B, R, C, V, T = 3, 6, 20, 15, 7
@@ -331,16 +331,37 @@ def test_transformer_region_options_apply():
 
 
 def test_build_decoder_makes_each_model_from_the_config():
-    from convattn.caption.decoders import MODELS, TransformerDecoder, build_decoder
+    from convattn.caption.decoders import TransformerDecoder, build_decoder
     from convattn.caption.presets import HOMEWORK
 
     config = HOMEWORK.replace(models=("transformer",), model_dim=32, layers=3, heads=8, transformer_dropout=0.2)
     dec = build_decoder("transformer", V, C, config, grid=[2, 3])
     assert isinstance(dec, TransformerDecoder) and dec.grid == (2, 3)
     assert (dec.model_dim, len(dec.layers), dec.heads, dec.dropout.p) == (32, 3, 8, 0.2)
-    assert set(MODELS) == {"no_attention", "attention", "transformer"}
     assert HOMEWORK.models == ("no_attention", "attention")   # the study's two by default
     assert type(build_decoder("attention", V, C, HOMEWORK)) is DecoderWithAttention
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_every_registered_decoder_builds_and_teacher_forces(model):
+    """Each decoder of the registry (decoders.MODELS), built from a config as the runs build
+    it, is the registry's class and gives logits [B, T-1, V] and, when it uses attention,
+    maps [B, T-1, R] over the regions that sum to at most 1 (a sentinel takes the rest)."""
+    from convattn.caption.decoders import build_decoder
+    from convattn.caption.presets import HOMEWORK
+
+    config = HOMEWORK.replace(embed_dim=8, hidden_dim=12, attention_dim=8, model_dim=16, heads=2)
+    torch.manual_seed(0)
+    dec = build_decoder(model, V, C, config, grid=[2, 3]).eval()   # R = 6: a 2x3 grid
+    assert type(dec) is MODELS[model]
+    with torch.no_grad():
+        logits, alphas = dec(torch.randn(B, R, C), captions())
+    assert logits.shape == (B, T - 1, V) and torch.isfinite(logits).all()
+    if dec.uses_attention:
+        assert alphas.shape == (B, T - 1, R)
+        assert (alphas >= 0).all() and (alphas.sum(-1) <= 1 + 1e-5).all()
+    else:
+        assert alphas is None
 
 
 def test_transformer_end_to_end(tiny_data, tmp_path, capsys):

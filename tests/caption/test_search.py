@@ -1,21 +1,24 @@
 import pytest
 import torch
 
-from convattn.caption.decoders import DecoderWithAttention, DecoderWithoutAttention, TransformerDecoder
+from convattn.caption.decoders import MODELS, build_decoder
+from convattn.caption.presets import HOMEWORK
 from convattn.caption.search import beam_search, greedy, reorder_state
 from convattn.data.captions import END_ID, PAD_ID
 
 B, R, C, V = 5, 4, 16, 12
+# small sizes for every decoder (R = 4: a 2x2 grid); the rest as the study's
+SMALL = HOMEWORK.replace(embed_dim=8, hidden_dim=10, attention_dim=8, model_dim=16, layers=2, heads=2)
 
 
-def make(cls, seed=0):
+def make(model: str, seed=0):
+    """The registry's decoder `model` (decoders.MODELS), small, in eval mode."""
     torch.manual_seed(seed)
-    if cls is TransformerDecoder:  # R = 4: a 2x2 grid
-        return cls(vocab_size=V, feature_dim=C, model_dim=16, layers=2, heads=2).eval()
-    return cls(vocab_size=V, feature_dim=C, embed_dim=8, hidden_dim=10).eval()
+    return build_decoder(model, V, C, SMALL).eval()
 
 
-DECODERS = [DecoderWithoutAttention, DecoderWithAttention, TransformerDecoder]
+# every registered decoder: a new one is searched by these tests without being named here
+DECODERS = list(MODELS)
 
 
 def best(hyps_per_image):
@@ -31,10 +34,10 @@ def sequences(ids):
     return out
 
 
-@pytest.mark.parametrize("cls", DECODERS)
+@pytest.mark.parametrize("model", DECODERS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_beam_one_is_greedy(cls, seed):
-    dec = make(cls, seed)
+def test_beam_one_is_greedy(model, seed):
+    dec = make(model, seed)
     # bias <end> so that some captions end early and others run to max_steps
     with torch.no_grad():
         dec.fc.bias[END_ID] += 1.0
@@ -49,9 +52,9 @@ def test_beam_one_is_greedy(cls, seed):
             torch.testing.assert_close(g_alpha[b, :len(seq)], hyps[b][0]["alphas"])
 
 
-@pytest.mark.parametrize("cls", DECODERS)
-def test_batched_greedy_equals_one_image_at_a_time(cls):
-    dec = make(cls)
+@pytest.mark.parametrize("model", DECODERS)
+def test_batched_greedy_equals_one_image_at_a_time(model):
+    dec = make(model)
     feats = torch.randn(B, R, C)
     ids, _ = greedy(dec, feats, max_steps=8)
     single = [sequences(greedy(dec, feats[b:b + 1], max_steps=8)[0])[0] for b in range(B)]
@@ -59,7 +62,7 @@ def test_batched_greedy_equals_one_image_at_a_time(cls):
 
 
 def test_beam_never_fails_when_no_beam_ends():
-    dec = make(DecoderWithAttention)
+    dec = make("attention")
     with torch.no_grad():
         dec.fc.bias[END_ID] = -1e4  # <end> is never among the candidates
     hyps = beam_search(dec, torch.randn(B, R, C), max_steps=6, beam=3)
@@ -73,7 +76,7 @@ def test_beam_never_fails_when_no_beam_ends():
 def test_beam_search_prefers_the_higher_scoring_caption():
     """A hand-made decoder where greedy's first word leads to poor continuations: beam
     search with K=2 must find the better two-word caption."""
-    dec = make(DecoderWithoutAttention)
+    dec = make("no_attention")
     probs = {  # previous word -> probabilities of the next words (others ~0)
         1: {4: 0.55, 5: 0.45},           # <start>: 4 looks best
         4: {6: 0.34, 7: 0.33, 8: 0.33},  # but nothing follows 4 with confidence
@@ -107,7 +110,7 @@ def test_reorder_state_indexes_every_tensor():
 def test_transformer_beam_search_keeps_each_hypothesis_cache():
     """Beam search reorders the key/value caches with the hypotheses: every returned caption,
     scored again by teacher forcing, has the log probability the search gave it."""
-    dec = make(TransformerDecoder)
+    dec = make("transformer")
     with torch.no_grad():
         dec.fc.bias[END_ID] += 1.0  # some end early; without reordering the caches this fails
     feats = torch.randn(4, R, C, generator=torch.Generator().manual_seed(3))
