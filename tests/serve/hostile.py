@@ -1,5 +1,5 @@
 """Hostile uploads, generated: the files of issue #27 by name, and a seeded stream of damaged
-files of every format Pillow writes (truncations, bit flips, overwritten header fields,
+files of every format Pillow writes, and of nine it only opens (truncations, bit flips, overwritten header fields,
 repeated chunks, swapped extensions), scan and size bombs and extreme aspect ratios.
 
     named()              -> {name: bytes}: the reproducers the issue lists
@@ -115,8 +115,32 @@ def more() -> dict[str, bytes]:
             "scans-100.jpg": scan_bomb(side=6000, repeats=90)}
 
 
+def grey(w: int, h: int, seed: int) -> bytes:
+    return picture((w, h), seed).convert("L").tobytes()
+
+
+def read_only_formats(rng: random.Random) -> list[tuple[str, bytes]]:
+    """Small valid files of formats Pillow opens but does not write, built by hand."""
+    w, h, seed = 2 * rng.randint(4, 24), rng.randint(4, 40), rng.randint(0, 1 << 30)
+    ico = encode(picture((32, 32), seed), "ICO", sizes=[(32, 32)], bitmap_format="bmp")
+    pcx = encode(picture((w, h), seed), "PCX")
+    sun = struct.pack(">8I", 0x59A66A95, w, h, 8, w * h, 1, 0, 0) + grey(w, h, seed)
+    cards = ["SIMPLE  = T", "BITPIX  = 8", "NAXIS   = 2", f"NAXIS1  = {w}", f"NAXIS2  = {h}", "END"]
+    fits = "".join(c.ljust(80) for c in cards).ljust(2880).encode() + grey(w, h, seed)
+    gbr = struct.pack(">5I", 29, 2, w, h, 1) + b"GIMP" + struct.pack(">I", 10) + b"x\0" + grey(w, h, seed)
+    xv = f"P7 332\n#END_OF_COMMENTS\n{w} {h} 255\n".encode() + grey(w, h, seed)
+    psd = (struct.pack(">4sH6sHIIHH", b"8BPS", 1, b"\0" * 6, 1, h, w, 8, 1) + b"\0" * 12
+           + struct.pack(">H", 0) + grey(w, h, seed))
+    rows = ",\n".join('"' + "".join(rng.choice(".#") for _ in range(w)) + '"' for _ in range(h))
+    xpm = f'/* XPM */\nstatic char *x[] = {{\n"{w} {h} 2 1",\n". c #000000",\n"# c #ffffff",\n{rows}}};\n'
+    wmf = struct.pack("<IH4hHIH", 0x9AC6CDD7, 0, 0, 0, 1440, 1440, 1440, 0, 0) + b"\1\0\x09\0" + b"\0" * 14
+    return [("x.cur", ico[:2] + b"\2\0" + ico[4:]), ("x.dcx", struct.pack("<3I", 0x3ADE68B1, 12, 0) + pcx),
+            ("x.ras", sun), ("x.fits", fits), ("x.gbr", gbr), ("x.xv", xv), ("x.psd", psd),
+            ("x.xpm", xpm.encode()), ("x.wmf", wmf)]
+
+
 def originals(rng: random.Random) -> list[tuple[str, bytes]]:
-    """One small valid file per writable format, of a random size."""
+    """One small valid file per format Pillow writes or opens, of a random size."""
     out = []
     for fmt, ext, kwargs in WRITABLE:
         size = (rng.randint(8, 96), rng.randint(8, 96))
@@ -124,7 +148,7 @@ def originals(rng: random.Random) -> list[tuple[str, bytes]]:
         if fmt == "ICNS":
             img = img.resize((32, 32))
         out.append((f"x.{ext}", encode(img, fmt, **kwargs)))
-    return out
+    return out + read_only_formats(rng)
 
 
 def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
