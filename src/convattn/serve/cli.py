@@ -26,6 +26,9 @@ DEFAULT_REPORT = "report"
 # machine was quiet; under heavy load from other jobs, 8 at once won only by taking a
 # bigger share of the CPU from them
 PARALLEL_PER_CORE = 1
+# connections open at once; more are answered 503 by uvicorn. Each may hold an upload of up
+# to 24 MB spooled to disk while it waits for a slot: 64 bound that to 1.5 GB
+MAX_CONNECTIONS = 64
 
 
 def register(subparsers) -> None:
@@ -91,7 +94,7 @@ def _serve(args) -> int:
         log(reason)  # once per cause, not once per model
     log(f"convattn serve: http://{args.host}:{args.port}/ (Ctrl-C to stop)")
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", limit_concurrency=MAX_CONNECTIONS)
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
         raise UserError(f"--host {args.host} --port {args.port}: cannot listen there (in use, or "
                         "not an address of this machine); pick another --port") from exc
