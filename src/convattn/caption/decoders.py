@@ -22,7 +22,8 @@ the R image regions, but sums to 1 - beta, beta being the sentinel's weight.
 
 Speed: the attention score e_i = w^T act(W_f f_i + W_h h) needs W_f f_i for every region
 at every step, but W_f f does not depend on the step: `Attention.project` computes it once
-per batch and every step reuses it (recomputing it per step was 10x slower on CPU). The
+per batch and every step reuses it (recomputing it per step was many times slower on CPU;
+docs/performance.md). The
 Transformer does the same with its cross-attention keys and values, and caches its self-
 attention keys and values, so a decoding step computes one new word per layer.
 """

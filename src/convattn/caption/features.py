@@ -38,8 +38,9 @@ from convattn.common.runtime import cache_dir
 from convattn.data.captions import CaptionDataset
 
 FORMAT_VERSION = 1  # bump when the extraction itself changes (preprocessing, padding)
-# images per encoder call: one at a time is fastest on CPU (a 500x500 image's activations
-# stay in cache; 10 vs 6-7 images/s for batches of 8, measured on one thread)
+# images per encoder call: one at a time was the fastest on CPU, where a 500x500 image's
+# activations stay in cache (docs/performance.md, "Where the time goes"). CUDA uses the same
+# value without its own measurement: larger batches may well be faster on a GPU
 EXTRACT_BATCH = 1
 CACHE_DTYPE = torch.float16  # features.npy's dtype
 
@@ -175,10 +176,11 @@ def extract_resumable(encoder, dataset: CaptionDataset, spec: EncoderSpec, devic
 
 
 def channels_last(encoder: torch.nn.Module) -> torch.nn.Module:
-    """The encoder in the channels-last memory layout the cache is extracted with (~1.5x
-    faster convolutions on CPU); its inputs go in channels-last too. Its float32 outputs
-    differ from the default layout's in the last bits, which moves about 1% of the rounded
-    values by one float16 step: predict encodes this way too, to get the cache's bytes."""
+    """The encoder in the channels-last memory layout the cache is extracted with (faster
+    convolutions on CPU; docs/performance.md); its inputs go in channels-last too. Its
+    float32 outputs differ from the default layout's in the last bits, which moves about 1%
+    of the rounded values by one float16 step: predict encodes this way too, to get the
+    cache's bytes."""
     return encoder.to(memory_format=torch.channels_last)
 
 

@@ -21,8 +21,8 @@
 - `border_mass`: where an attention decoder looks: the share of its attention on the outer
   ring of the region grid, per generated word, against the ring's share of the area.
 The pycocoevalcap scorers get pre-tokenised, lower-cased, space-joined strings; its Java
-PTB tokenizer is not used. nltk is imported inside the two BLEU functions: its import takes
-over a second on a 2-core machine, paid only where BLEU is computed.
+PTB tokenizer is not used. nltk is imported inside the two BLEU functions: its import is slow
+(docs/performance.md), paid only where BLEU is computed.
 """
 
 from __future__ import annotations

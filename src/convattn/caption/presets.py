@@ -34,7 +34,7 @@ class CaptionConfig(Config):
     encoder_weights: str | None = option(None, "weights file for --encoder resnet18 (torchvision's "
                                          "state dict; nothing is downloaded)")
     # "blocks" (320 channels, before the 1280-channel head conv) won `auto` on Sydney (docs/results.md)
-    # and makes the attention epoch 2x faster
+    # and makes the attention epoch faster (a quarter of the channels; docs/performance.md)
     feature_layer: str = option(DEFAULT_LAYER[DEFAULT_ENCODER],
                                 "encoder layer giving the region features (efficientnet-lite*: "
                                 "head = 1280 channels, blocks = 320, 352 for lite2, multi = blocks and the "
@@ -170,7 +170,7 @@ HOMEWORK = CaptionConfig()
 
 PRESETS = {
     "homework": HOMEWORK,
-    # reproduce's fast mode (~4 minutes on 2 cores, features included): 256x256 images (an
+    # reproduce's fast mode (its time: docs/performance.md): 256x256 images (an
     # 8x8 grid: 4x cheaper features and attention), 4 epochs, 2 seeds. Chosen on validation
     # BLEU-4 only: mean validation BLEU-4 of the attention model, seeds 42-43, 0.546 after
     # epoch 4 at 256x256 against 0.556 after epoch 6 for the homework preset (docs/results.md).
@@ -217,9 +217,8 @@ BEST_OF = {"homework": "best", "fast": "best-fast", "smoke": "best-smoke"}
 # Adapted from the study for the scale, each choice on validation (seed 42, one epoch):
 # - images at their own 224x224 (a 7x7 grid; upsampling costs the extraction and every
 #   attention step quadratically)
-# - batch 32: the CPU epoch is as short as it gets (attention 126 s per epoch at 32, 138 s at 64,
-#   155 s at 128, one thread), and lr 1e-3 for it (validation CIDEr-D 2.09 after one epoch, 1.99
-#   at the study's 4e-4)
+# - batch 32: the CPU epoch is as short as it gets (docs/results.md, "RSICD", has the times),
+#   and lr 1e-3 for it (validation CIDEr-D 2.09 after one epoch, 1.99 at the study's 4e-4)
 # - 5 epochs (6,825 steps; the study's 6 epochs on Sydney are 1,864), the checkpoint chosen
 #   among them on validation
 RSICD = HOMEWORK.replace(preset="rsicd", batch_size=32, lr=1e-3, epochs=5, seeds=3, select="val_cider",

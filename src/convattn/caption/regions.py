@@ -27,10 +27,10 @@ def replace_outer_ring(features: torch.Tensor, grid) -> torch.Tensor:
     and W'-1 replaced by their inward neighbours (row 1, row H'-2, ...; corners diagonally).
 
     Why: the encoder zero-pads every convolution, so the ring's features carry a padding
-    signature the interior lacks; the homework attention decoder puts 2.5x the ring's area
-    share of its weight there, and with the ring replaced by its neighbours the same trained
-    decoder's weight drops to about the area share while its BLEU-4 and CIDEr-D do not fall
-    (docs/results.md, "Attention on the border")."""
+    signature the interior lacks; the homework attention decoder puts far more of its weight
+    there than the ring's share of the area, and with the ring replaced by its neighbours the
+    same trained decoder's weight drops to about the area share while its BLEU-4 and CIDEr-D
+    do not fall (docs/results.md, "Attention on the border", has the measured shares)."""
     H, W = grid
     if H < 3 or W < 3:  # no interior to copy from
         return features

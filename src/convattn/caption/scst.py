@@ -1,7 +1,7 @@
 """Self-critical sequence training (Rennie et al., CVPR 2017): the optional second stage
 after cross-entropy, with CIDEr-D as the reward.
 
-For each batch of training images the decoder samples K captions per image (decode.sample,
+For each batch of training images the decoder samples K captions per image (search.sample,
 dropout on); each caption's reward r is its CIDEr-D against that image's training
 references (reward.CiderD, document frequencies of the training references); the
 baseline b is either the reward of the image's greedy caption ("greedy", Rennie et al.)
@@ -48,7 +48,7 @@ def start_stage(optimizer: torch.optim.Optimizer, config) -> None:
 
 
 def sampled_tokens(ids: torch.Tensor) -> torch.Tensor:
-    """ids [N, S] from decode.sample -> bool [N, S], True up to and including each row's
+    """ids [N, S] from search.sample -> bool [N, S], True up to and including each row's
     first <end> (what was sampled; the <pad> after it was not)."""
     is_end = (ids == END_ID).long()
     return (is_end.cumsum(dim=1) - is_end) == 0

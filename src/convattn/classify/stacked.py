@@ -61,7 +61,8 @@ class StackedCNN:
         stack = lambda name: torch.stack([s[name] for s in states]).clone()  # noqa: E731
         # empty_like + copy_: .contiguous() would keep conv1's (K*16, 1, 3, 3) weight as it
         # is (with one input channel it counts as channels-last already), and oneDNN would
-        # then choose NCHW for the conv's output, where max-pooling is ~9x slower
+        # then choose NCHW for the conv's output, where max-pooling is much slower
+        # (docs/performance.md)
         layout = lambda w: torch.empty_like(w, memory_format=memory_format).copy_(w)  # noqa: E731
         self.conv = [layout(cat("conv1.weight")), cat("conv1.bias"),
                      layout(cat("conv2.weight")), cat("conv2.bias")]

@@ -120,7 +120,7 @@ def _sweep(config, out_dir, data_dir, device, quiet, policy, pdf) -> dict:
         if stackable(config, stored):
             groups = stack_groups(config, device)
             if len(groups) > 1:  # one stack per core: on a quiet 2-core machine a stack of two
-                # and a stack of one in two processes trained the sweep 1.5x faster than one stack
+                # and a stack of one in two processes beat one stack (docs/performance.md)
                 log(f"training learning rates as {len(groups)} stacks in parallel processes: "
                     + "; ".join(", ".join(f"{lr:g}" for lr in g) for g in groups))
                 tasks = [(config.replace(lrs=g), str(out_dir), data_dir, policy) for g in groups]
@@ -136,8 +136,8 @@ def _sweep(config, out_dir, data_dir, device, quiet, policy, pdf) -> dict:
             return write_summary(draw_figures(summary, out_dir, pdf))
         log("--sweep stacked: this recipe or its stored runs cannot be stacked; training "
             "each learning rate on its own")
-    # default: every lr at once, up to two per core. Three single-threaded runs on two
-    # cores took 9.2 minutes for the homework sweep here; two at a time, 11.6; one, ~17.
+    # default: every lr at once, up to two per core: three single-threaded runs on two cores
+    # finished the homework sweep sooner than two at a time or one (docs/performance.md)
     jobs = min(config.jobs or 2 * (os.cpu_count() or 1), len(config.lrs))
     if jobs > 1 and device.type == "cpu":
         log(f"training {len(config.lrs)} learning rates in {jobs} parallel processes")
