@@ -199,7 +199,26 @@ def format_table(summary: dict) -> str:
     if comp:
         lines.append(f"attention - no attention, bleu4: {comp['difference']:+.4f}, 95% paired bootstrap "
                      f"interval over {comp['images']} test images [{comp['ci_low']:+.4f}, {comp['ci_high']:+.4f}]")
-    return "\n".join(lines)
+    for c in summary.get("against_reference", []):
+        lines.append(f"{c['pair']} (the strongest reference captioner by validation), {c['metric']}: "
+                     f"{c['difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]")
+    return "\n".join(lines + specificity_lines(summary))
+
+
+def specificity_lines(summary: dict) -> list[str]:
+    """How specific each model's test captions are (metrics.specificity), mean over seeds."""
+    lines = []
+    for model, m in summary["models"].items():
+        if "specificity" not in m:
+            continue
+        sp = {k: v["mean"] for k, v in m["specificity"].items() if k != "seeds"}
+        if not lines:
+            lines.append(f"test captions (references: {sp['references_length_mean']:.1f} tokens, "
+                         f"{sp['references_vocabulary']:,.0f} words):")
+        lines.append(f"  {model}: {sp['distinct_per_image']:.2f} distinct per image, "
+                     f"{100 * sp['copied_from_training']:.0f}% a training caption word for word, "
+                     f"{sp['vocabulary']:.0f} words used, {sp['length_mean']:.1f} tokens long")
+    return lines
 
 
 def _predict(args) -> int:
