@@ -4,6 +4,7 @@ worker is replaced)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -89,3 +90,12 @@ def test_a_burst_runs_no_more_decodes_than_workers(pool):
     for t in threads:
         t.join()
     assert len(pool.started) == 2  # the other six waited for one of the two
+
+
+def test_a_readers_own_failure_is_logged_in_one_line_and_ordinary_damage_not(pool, caplog):
+    with caplog.at_level(logging.INFO, logger="convattn.serve"):
+        for data in (hostile.zero_frame_emf(), hostile.encode(hostile.picture(), "PNG")[:60]):
+            with pytest.raises(BadImage):
+                pool.decode(data, "'x'", Fit())
+    [record] = caplog.records
+    assert "WMF" in record.getMessage() and "\n" not in record.getMessage() and record.exc_info is None

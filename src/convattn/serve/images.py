@@ -56,11 +56,13 @@ def without_paths(text: str) -> str:
 
 
 class BadImage(ValueError):
-    """An upload that cannot be captioned; `status` is the HTTP status to answer with."""
+    """An upload that cannot be captioned; `status` is the HTTP status to answer with;
+    `unexpected`: an image reader failed in a way it does not mean to (worth a log line)."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, unexpected: bool = False):
         super().__init__(message)
         self.status = status
+        self.unexpected = unexpected
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def damaged(name: str, kind: str | None, exc: Exception) -> BadImage:
                  (f", {detail}" if detail else "")
     what = f"{kind} image" if kind else "image"
     return BadImage(f"{name} is a damaged or truncated {what} ({detail or exc.__class__.__name__}); "
-                    "save it again and retry")
+                    "save it again and retry", unexpected=not isinstance(exc, EXPECTED))
 
 
 def reader_of(exc: Exception) -> str | None:

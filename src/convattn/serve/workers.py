@@ -181,8 +181,10 @@ class DecodePool:
 def send(pipe, header: dict, payload: bytes = b"") -> None:
     """A message: 4-byte length, JSON header, then the payload the header announces."""
     text = json.dumps(header).encode()
-    pipe.write(struct.pack(">I", len(text)) + text)
-    pipe.write(payload)
+    for part in (struct.pack(">I", len(text)) + text, payload):
+        view = memoryview(part)
+        while view:  # an unbuffered pipe may take part of a large write
+            view = view[pipe.write(view) or 0:]
     pipe.flush()
 
 
@@ -198,15 +200,14 @@ def read_exact(pipe, n: int) -> bytes | None:
 
 def answer(header: dict, data: bytes) -> tuple[dict, bytes]:
     """One request in the worker -> (reply header, RGB pixels)."""
-    rss = resident()
     try:
         d = decode(data, header["name"], Fit(header["size"], header["max_side"]))
     except BadImage as exc:
-        return {"ok": False, "status": exc.status, "message": str(exc), "rss": rss,
-                "log": str(exc) if "reader failed" in str(exc) else None}, b""
+        return {"ok": False, "status": exc.status, "message": str(exc), "rss": resident(),
+                "log": str(exc) if exc.unexpected else None}, b""
     pixels = d.image.tobytes()
     return {"ok": True, "size": list(d.image.size), "width": d.width, "height": d.height,
-            "format": d.format, "pixels": len(pixels), "rss": max(rss, resident())}, pixels
+            "format": d.format, "pixels": len(pixels), "rss": resident()}, pixels
 
 
 def resident() -> int:
