@@ -126,8 +126,8 @@ def add_upload_routes(app: FastAPI, store: ModelStore, pool: DecodePool) -> None
 
     @app.post("/api/preview")
     def preview(image: Annotated[UploadFile, File(description="any image Pillow reads")]):
-        with store.slots:  # decoding counts in the --parallel bound, as a caption's does
-            picture = upload_of(image, pool).decode(Fit(max_side=PREVIEW_SIDE)).image
+        # decoded in a slot: it counts in the --parallel bound, as a caption's decoding does
+        picture = store.in_slot(upload_of(image, pool).decode, Fit(max_side=PREVIEW_SIDE)).image
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png")

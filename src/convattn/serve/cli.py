@@ -98,4 +98,6 @@ def _serve(args) -> int:
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
         raise UserError(f"--host {args.host} --port {args.port}: cannot listen there (in use, or "
                         "not an address of this machine); pick another --port") from exc
+    finally:
+        store.close()
     return 0

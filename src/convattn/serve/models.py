@@ -6,9 +6,12 @@ every caption stage of the `reproduce` run in `--report DIR`, grouped by dataset
 validation score first (catalog.py). A store loads each model file once and each encoder once
 per EncoderSpec (`ModelStore.encoders`), so decoders trained on the same features share one.
 
-Captioning is read-only on the modules, so requests run in parallel threads; `slots` bounds
-how many run at once (each holds a few tens of MB of activations for a 500x500 image). An
-upload is decoded inside its slot (uploads.Upload), so decoding counts in that bound too.
+Captioning is read-only on the modules, so requests run in parallel; `slots` is the pool of
+threads they run in, `parallel` of them: more requests wait for a free one (each holds a few
+tens of MB of activations for a 500x500 image), and only these threads ever hold a model's
+memory (a thread keeps its allocator's high-water mark; the web server's request threads,
+40 of them, would each). An upload is decoded in its slot (uploads.Upload), so decoding
+counts in that bound too.
 
 A model.pt trained with --rerank N carries its consensus reranker (caption/rerank.py): a
 beam search with it (beam >= 2) answers with the hypothesis the N nearest training images'
@@ -23,8 +26,8 @@ image is to the nearest training image, against a threshold calibrated on valida
 
 from __future__ import annotations
 
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,7 +122,7 @@ class ModelStore:
     def __init__(self, entries: list[ModelEntry], device: torch.device, slots: int = 1):
         self.device = device
         self.parallel = max(1, slots)
-        self.slots = threading.BoundedSemaphore(self.parallel)
+        self.slots = ThreadPoolExecutor(self.parallel, thread_name_prefix="caption")
         self.encoders: dict = {}  # EncoderSpec -> encoder, shared by the decoders of its features
         calibration = Calibration()  # the datasets' cached features, read while loading only
         self.models: dict[str, CaptionModel] = {
@@ -147,6 +150,13 @@ class ModelStore:
     def info(self) -> list[dict]:
         return [m.info() for m in self.models.values()]
 
+    def in_slot(self, fn, *args):
+        """fn(*args) in one of the slots' threads, once one is free; its result or exception."""
+        return self.slots.submit(fn, *args).result()
+
+    def close(self) -> None:
+        self.slots.shutdown(wait=False, cancel_futures=True)
+
     def clock(self) -> float:
         """perf_counter once the device has finished its queued work (CUDA runs async)."""
         if self.device.type == "cuda":
@@ -169,9 +179,12 @@ class ModelStore:
         against the neighbours' captions), else the first."""
         model = self.get(model_id)
         beam = model.beam if beam is None else beam
-        clock = {"start": time.perf_counter()}
-        with self.slots, torch.inference_mode():
-            clock["waited"] = time.perf_counter()
+        return self.in_slot(self.caption_in_slot, model, image, beam, time.perf_counter())
+
+    def caption_in_slot(self, model: CaptionModel, image, beam: int, start: float) -> dict:
+        """`caption`'s work, in a slot's thread (`start`: when the request asked for it)."""
+        clock = {"start": start, "waited": time.perf_counter()}
+        with torch.inference_mode():
             decoded = Decoded(image, image.width, image.height, "") if isinstance(image, Image.Image) \
                 else image.decode(model.fit)
             x = to_tensor(decoded.image, model.spec.image_size, model.max_side)     # [3, H, W]
