@@ -116,9 +116,10 @@ def test_a_foreign_host_or_origin_is_refused_on_every_route(http, live, method, 
     assert http.get("/api/models", headers={"Origin": live}).status_code == 200
 
 
-def raw_request(live: str, head: str, chunks) -> tuple[int, int]:
+def raw_request(live: str, head: str, chunks) -> tuple[int | None, int]:
     """Send `head` then the chunks (chunked encoding) until the server answers -> (status, bytes
-    sent before its answer arrived)."""
+    sent before its answer arrived). Status None: the connection was reset before the answer
+    could be read (a server closing with unread data sends a reset, which may overtake it)."""
     url = urlsplit(live)
     sent = 0
     with socket.create_connection((url.hostname, url.port), timeout=30) as s:
@@ -131,7 +132,10 @@ def raw_request(live: str, head: str, chunks) -> tuple[int, int]:
             except OSError:
                 break
             sent += len(chunk)
-        answer = s.recv(65536).decode(errors="replace")
+        try:
+            answer = s.recv(65536).decode(errors="replace")
+        except ConnectionResetError:
+            return None, sent
     return int(answer.split()[1]), sent
 
 
@@ -144,7 +148,7 @@ def test_body_limit_holds_without_content_length(live):
             "Content-Type: application/octet-stream\r\n\r\n").encode()
     chunks = [part] + [b"\0" * (1 << 20)] * 60  # 60 MiB of file, no Content-Length
     status, sent = raw_request(live, head, chunks)
-    assert status == 413 and sent < 40 << 20  # refused near the 20 MB limit, not after 60 MiB
+    assert status in (413, None) and sent < 40 << 20  # refused near the 20 MB limit, not after 60 MiB
 
 
 def test_body_on_a_route_that_takes_none(http):
