@@ -176,6 +176,9 @@ def format_table(summary: dict) -> str:
              f"(bleu4 = the study's metric; corpus BLEU-4, ROUGE-L, CIDEr-D as named):",
              f"{'model':<14}{'bleu4':>18}{'bleu4 best-val':>18}{'corpus BLEU-4':>18}"
              f"{'ROUGE-L':>18}{'CIDEr-D':>18}"]
+    references = [m for m, s in summary["models"].items() if s.get("deterministic")]
+    if references:
+        lines.insert(1, f"(reference captioners {', '.join(references)}: one deterministic run each, no spread)")
     for model, m in summary["models"].items():
         cells = [f"{m[k + '_mean']:.4f} ± {m[k + '_std']:.4f}"
                  for k in ("test_bleu4", "test_bleu4_best", "corpus_bleu4", "rouge_l", "cider")]

@@ -37,7 +37,7 @@ CAPTIONERS = ("prior", "class-prior", "nearest")
 TITLES = {"prior": "prior: the most frequent training caption",
           "class-prior": "class-prior: its scene class's most frequent caption (the class is given: an oracle)",
           "nearest": "nearest: consensus retrieval over the k nearest training images"}
-K_CANDIDATES = (1, 2, 3, 5, 10, 20, 50)
+K_CANDIDATES = (1, 2, 3, 5, 10, 20, 50, 100)
 
 
 def unavailable(name: str, data: Data) -> str | None:

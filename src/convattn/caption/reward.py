@@ -161,6 +161,10 @@ class PairwiseCiderD:
         columns, local = np.unique(np.concatenate(grams), return_inverse=True)
         tf = np.zeros((len(ids), len(columns)))
         tf[rows, local] = np.concatenate([self.caption_tf[i] for i in ids])
+        # an n-gram of one caption alone adds only to that caption's score against itself,
+        # which is known without it (below): the products need the shared n-grams only
+        shared = np.count_nonzero(tf, axis=0) >= 2
+        tf, columns = tf[:, shared], columns[shared]
         bounds = np.searchsorted(columns, self.order_start)
         weight = tf * self.idf2[columns]
         total = np.zeros((len(ids), len(ids)))
@@ -175,4 +179,6 @@ class PairwiseCiderD:
             total += np.divide(clipped, norm, out=np.zeros_like(norm), where=norm != 0)
         gap = self.bigrams[ids][:, None] - self.bigrams[ids][None, :]
         unique = total * np.exp(-gap ** 2 / (2 * self.sigma ** 2)) / self.n * 10.0
+        # a caption against itself: cosine 1 for every order it has (a non-zero norm), no length gap
+        np.fill_diagonal(unique, (self.norms[ids] > 0).sum(axis=1) / self.n * 10.0)
         return unique[np.ix_(back, back)]
