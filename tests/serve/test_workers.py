@@ -8,9 +8,7 @@ import logging
 import threading
 
 import pytest
-from fastapi import FastAPI
 from PIL import Image
-from fastapi.testclient import TestClient
 
 import hostile
 from convattn.serve.images import BadImage, Fit, decode

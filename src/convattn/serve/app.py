@@ -22,7 +22,6 @@ within a budget of CPU time and memory, inside the --parallel slot of its reques
 from __future__ import annotations
 
 import io
-import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -46,7 +45,6 @@ HERE = Path(__file__).parent
 MAX_BEAM = 10
 UPLOAD_PATHS = ("/api/caption", "/api/preview")
 PREVIEW_SIDE = 1024
-log = logging.getLogger("convattn.serve")
 
 
 def create_app(store: ModelStore, report_dir: Path | None = None, hosts: Hosts | None = None,
