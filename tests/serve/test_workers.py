@@ -1,18 +1,22 @@
 """The decoding workers: the same pixels as decoding in-process, and the budgets enforced
 (CPU time kills the worker, the address-space cap turns a big decode into a 413, a dead
-worker is replaced)."""
+worker is replaced), and no more uploads decoding at once than the server's --parallel."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 import hostile
+from convattn.serve.app import create_app
 from convattn.serve.images import BadImage, Fit, decode
 from convattn.serve.workers import DecodePool
+from serving import LOCAL
 
 
 @pytest.fixture
@@ -97,3 +101,35 @@ def test_a_readers_own_failure_is_logged_in_one_line_and_ordinary_damage_not(poo
                 pool.decode(data, "'x'", Fit())
     [record] = caplog.records
     assert "WMF" in record.getMessage() and "\n" not in record.getMessage() and record.exc_info is None
+
+
+class CountingPool(DecodePool):
+    """A pool that records how many uploads it decoded at once."""
+
+    def __init__(self, workers: int):
+        super().__init__(workers)
+        self.now = self.most = 0
+        self.count_lock = threading.Lock()
+
+    def decode(self, *args):
+        with self.count_lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return super().decode(*args)
+        finally:
+            with self.count_lock:
+                self.now -= 1
+
+
+def test_uploads_decode_within_the_parallel_bound(served):
+    """The pool could decode 4 at once; the store's --parallel 2 lets no more than 2 run."""
+    store = served[1]
+    pool = CountingPool(4)
+    data = hostile.encode(Image.new("RGB", (3000, 3000), (9, 99, 199)), "PNG")  # 0.05 s to decode
+    with TestClient(create_app(store, pool=pool), base_url=LOCAL) as client:
+        def send(route: str) -> int:
+            return client.post(route, files={"image": ("x.png", data)}).status_code
+        with ThreadPoolExecutor(8) as burst:
+            statuses = list(burst.map(send, ["/api/caption", "/api/preview"] * 6))
+    assert statuses == [200] * 12 and store.parallel == 2 and pool.most == 2
