@@ -40,7 +40,14 @@ def test_smoke_end_to_end(tiny, tmp_path, capsys):
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     assert {st["status"] for st in results["stages"].values()} == {"ok"}
-    assert list(results["stages"]) == ["theory", "classify", "caption", "caption-best", "rsicd", "rsicd-best"]
+    assert list(results["stages"]) == ["theory", "classify", "caption", "caption-best", "caption-splits",
+                                       "rsicd", "rsicd-best", "rsicd-splits"]
+    # the protocol table: the study's and best stages on the official split, the reference
+    # captioners on the three re-splits as well
+    assert [s["dataset"]["split"] for s in results["stages"]["caption-splits"]["resplits"]] == \
+        ["random-1", "random-2", "random-3"]
+    assert "### What the protocol does to a number" in md
+    assert "| `prior` | " in md and "| `smoke:attention` | " in md
 
     # the report's numbers are results.json's numbers, in both renderings
     classify = results["stages"]["classify"]["summary"]

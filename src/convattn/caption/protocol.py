@@ -41,11 +41,23 @@ def read_summaries(folders) -> list[dict]:
     return summaries
 
 
+def slim(summary: dict) -> dict:
+    """The parts of a summary.json that protocol_table reads (what the report keeps of an
+    experiment run only for this table). A summary from before splits, reference captioners
+    or the "as published" column reads as official, decoders, and no test-picked score."""
+    return {"dataset": {"name": summary["dataset"]["name"], "split": summary["dataset"].get("split", "official")},
+            "config": {"preset": (summary.get("config") or {}).get("preset") or summary.get("preset", "?")},
+            "models": {name: {"kind": m.get("kind", "decoder"), "as_published": m.get("as_published"),
+                              "seeds": [{"cider": s["cider"], "coco": {"bleu4": s["coco"]["bleu4"]}}
+                                        for s in m.get("seeds", []) if "coco" in s]}
+                       for name, m in summary["models"].items()}}
+
+
 def protocol_table(summaries: list[dict]) -> dict:
     """{"dataset", "rows": [{"row", "cells": {"official/val": {...}, ...}}]}; a cell holds the
     mean and std of CIDEr-D and coco BLEU-4 and how many runs and splits it is over."""
     runs = {}  # (row, column) -> {split: [(cider, bleu4) per run]}
-    for s in summaries:
+    for s in map(slim, summaries):
         split = s["dataset"].get("split", "official")
         kind = "official" if split == "official" else "random"
         preset = s["config"]["preset"]
@@ -53,13 +65,15 @@ def protocol_table(summaries: list[dict]) -> dict:
             reference = m.get("kind") == "reference"
             row = model if reference else f"{preset}:{model}"
             val = [(seed["cider"], seed["coco"]["bleu4"]) for seed in m["seeds"]]
-            published = m["as_published"]
-            for column, values in (("val", val), ("test", [(published["cider"], published["bleu4"])])):
+            published = [(p["cider"], p["bleu4"])] if (p := m["as_published"]) else []
+            for column, values in (("val", val), ("test", published)):
+                if not values:
+                    continue
                 by_split = runs.setdefault((row, f"{kind}/{column}"), {})
                 if reference and split in by_split:
                     continue  # the same deterministic captions, from another experiment of this split
                 by_split.setdefault(split, []).extend(values)
-    rows = list(dict.fromkeys(row for row, _ in runs))
+    rows = list(dict.fromkeys(row for row, _ in runs))  # [row] in first-seen order
     rows.sort(key=lambda r: (":" in r, r))  # reference captioners first
     return {"dataset": summaries[0]["dataset"]["name"],
             "rows": [{"row": row, "cells": {f"{k}/{c}": _cell(runs.get((row, f"{k}/{c}")))

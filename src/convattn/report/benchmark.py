@@ -9,6 +9,7 @@ Python picks and computes the values here; templates/q3_rsicd.md.j2 lays them ou
 from __future__ import annotations
 
 from convattn.caption.compare import compare_summaries
+from convattn.caption.protocol import COLUMNS, HEADERS, protocol_table
 from convattn.caption.reference import TITLES as REFERENCE_TITLES
 from convattn.report import published, study
 
@@ -35,7 +36,8 @@ def _rows(stage: dict) -> list[dict]:
         rows.append({"model": NAMES.get(name, name), "preset": cfg.get("preset") or s.get("preset"),
                      "reference": reference, "runs": "deterministic" if reference else
                      f"{len(s.get('seeds', []))} seed{'s' if len(s.get('seeds', [])) > 1 else ''}",
-                     "seeds": len(s.get("seeds", [])), "selected": cfg.get("select") or "final",
+                     "seeds": len(s.get("seeds", [])),
+                     "selected": "val_cider" if "choice" in m else cfg.get("select") or "final",
                      "specificity": {k: spec[k]["mean"] for k in SPECIFICITY} if spec else None,
                      **{k: (m["coco"][k]["mean"], None if one or reference else m["coco"][k]["std"]) for k in COCO},
                      "bleu4_study": (m["test_bleu4_mean"], None if one or reference else m["test_bleu4_std"]),
@@ -53,6 +55,18 @@ def _comparison(stages: dict, study: str, best: str) -> dict | None:
     if "cider_per_image" not in a["summary"]["models"]["attention"]:
         return None
     return compare_summaries((a["summary"], "attention"), (b["summary"], "attention"))
+
+
+def _protocol(stages: dict, label: str, study: str, best: str, splits: str) -> dict | None:
+    """The protocol table (caption/protocol.py) of one dataset's stages: the official split's
+    experiments and the reference captioners' re-splits; None when the study stage did not run."""
+    ok = [stages.get(n) or {} for n in (study, best, splits)]
+    if ok[0].get("status") != "ok":
+        return None
+    summaries = [s["summary"] for s in ok[:2] if s.get("status") == "ok"]
+    summaries += ok[2].get("resplits", []) if ok[2].get("status") == "ok" else []
+    table = protocol_table(summaries)
+    return {**table, "dataset": label, "headers": HEADERS, "columns": [f"{k}/{c}" for k, c in COLUMNS]}
 
 
 def _references_text(stage: dict) -> dict:
@@ -82,6 +96,8 @@ def benchmark_values(stages: dict) -> dict:
                  for r in _rows(stages[name])],
         "protocol": [r for r in protocol if r["as_published"] and (not r["reference"] or "k" in r["as_published"])],
         **_references_text(rsicd),
+        "protocol_tables": [t for t in (_protocol(stages, "Sydney-Captions", "caption", "caption-best", "caption-splits"),
+                                        _protocol(stages, "RSICD", "rsicd", "rsicd-best", "rsicd-splits")) if t],
         "comparisons": [c for c in ({"data": "RSICD", **(_comparison(stages, "rsicd", "rsicd-best") or {})},
                                     {"data": "Sydney-Captions", **(_comparison(stages, "caption", "caption-best") or {})})
                         if "difference" in c],

@@ -20,7 +20,7 @@ from convattn.report import published, study, templating
 from convattn.report.benchmark import benchmark_values
 from convattn.report.html import markdown_to_html
 
-STAGES = ("theory", "classify", "caption", "caption-best", "rsicd", "rsicd-best")
+STAGES = ("theory", "classify", "caption", "caption-best", "caption-splits", "rsicd", "rsicd-best", "rsicd-splits")
 
 # config key -> words, in the order the recipe is told
 CLASSIFY_RECIPE = {"optimizer": "optimizer", "epochs": "epochs", "batch_size": "batch size",

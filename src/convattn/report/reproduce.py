@@ -8,6 +8,8 @@ Layout of --out (default report/):
                           study's (preset best, best-fast or best-smoke: caption.presets.BEST_OF)
   rsicd/ rsicd-best/      with --rsicd DIR (or $CONVATTN_RSICD): the study's decoders and the
                           best recipe on RSICD (caption.presets.RSICD_OF), else skipped
+  caption-splits/ rsicd-splits/   the reference captioners on three random re-splits
+                          (random-1..3), for the protocol table
 
 Re-running follows the run store's policy (common/runs.py, the same --runs/--resume/--fresh
 flags as classify and caption): by default finished runs are reused, unfinished ones
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from convattn.caption import experiment
 from convattn.caption.presets import BEST_OF, RSICD_OF
+from convattn.caption.protocol import slim
 from convattn.caption.reference import CAPTIONERS
 from convattn.caption.presets import PRESETS as CAPTION_PRESETS
 from convattn.classify import sweep
@@ -123,10 +126,31 @@ def _rsicd_best_stage(args, out: Path) -> dict:
     return _caption(RSICD_OF[args.preset][1], args, out, args.rsicd_dir)
 
 
+def _resplits(preset: str, args, out: Path, data_dir) -> dict:
+    """The reference captioners on the random re-splits RESPLITS, for the report's protocol
+    table (what a re-split gives away; seconds on Sydney-Captions, minutes on RSICD, with the
+    study stage's cached features). The decoders are not retrained on re-splits here:
+    docs/results.md has them measured."""
+    config = CAPTION_PRESETS[preset].replace(models=CAPTIONERS, seeds=1)
+    return {"resplits": [slim(experiment.run(config.replace(split=split), data_dir, out / split, device=args.device,
+                                             quiet=args.quiet, policy=args.runs)) for split in RESPLITS]}
+
+
+def _caption_splits_stage(args, out: Path) -> dict:
+    return _resplits(args.preset, args, out, args.sydney_dir)
+
+
+def _rsicd_splits_stage(args, out: Path) -> dict:
+    return _resplits(RSICD_OF[args.preset][0], args, out, args.rsicd_dir)
+
+
 STAGES = {"theory": _theory_stage, "classify": _classify_stage, "caption": _caption_stage,
-          "caption-best": _caption_best_stage, "rsicd": _rsicd_stage, "rsicd-best": _rsicd_best_stage}
+          "caption-best": _caption_best_stage, "caption-splits": _caption_splits_stage,
+          "rsicd": _rsicd_stage, "rsicd-best": _rsicd_best_stage, "rsicd-splits": _rsicd_splits_stage}
 # stages skipped, with the reason, when their dataset is missing: stage -> the args attribute
-NEEDS = {"caption": "sydney_dir", "caption-best": "sydney_dir", "rsicd": "rsicd_dir", "rsicd-best": "rsicd_dir"}
+NEEDS = {"caption": "sydney_dir", "caption-best": "sydney_dir", "caption-splits": "sydney_dir",
+         "rsicd": "rsicd_dir", "rsicd-best": "rsicd_dir", "rsicd-splits": "rsicd_dir"}
+RESPLITS = ("random-1", "random-2", "random-3")
 
 
 def reproduce(args) -> int:
