@@ -280,3 +280,13 @@ def test_caption_maps_measures_what_the_run_measured(finished, capsys):
     assert main(["caption", "maps", f"{out}:no_attention"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no_attention has no attention maps" in err
+
+
+def test_feature_layer_auto_keeps_the_best_layer_on_validation(tiny_data, tmp_path):
+    config = PRESETS["smoke"].replace(feature_layer="auto", models=("attention",))
+    summary = experiment.run(config, tiny_data, tmp_path / "auto", quiet=True)
+    chosen = summary["feature_layer"]
+    candidates = chosen["selection"]["candidates"]
+    assert set(candidates) == {"head", "blocks", "multi"} and chosen["selected_by"] == "validation"
+    assert chosen["chosen"] == max(candidates, key=lambda k: candidates[k]["mean_final_val_bleu4"])
+    assert summary["encoder"]["layer"] == chosen["chosen"]

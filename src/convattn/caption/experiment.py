@@ -87,18 +87,7 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
         return spec, data, {m: [done[(m, s)] for s in seed_list] for m in decoders}
 
     with torch_threads(config.threads if device.type == "cpu" else 0):
-        selection = None
-        if config.feature_layer == "auto":
-            # one seed of each model per candidate layer; the chosen layer's runs are reused below
-            candidates = {layer: layer_scores(train_layer(layer, seeds[:1])[2])
-                          for layer in ENCODER_LAYERS[config.encoder]}
-            layer = max(candidates, key=lambda name: candidates[name]["mean_final_val_bleu4"])
-            selection = {"rule": "highest mean final validation BLEU-4 of both models, seed "
-                                 f"{seeds[0]}; test scores shown but not used", "candidates": candidates}
-            log(f"feature layer: {layer} (" + ", ".join(
-                f"{k} val {v['mean_final_val_bleu4']:.4f}" for k, v in candidates.items()) + ")")
-        else:
-            layer = config.feature_layer
+        layer, selection = choose_layer(config, lambda name: train_layer(name, seeds[:1])[2], seeds[0])
         spec, data, trained = train_layer(layer, seeds)
         if not distributed.is_main():
             return None
@@ -111,28 +100,11 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
                                        data, shown_images, max_steps, config.beam, reranker_for(data, config.rerank))
                      for m in trained}
 
-    summary = {
-        "dataset": {"name": dataset.name, "path": str(Path(data_dir).resolve()), "split": config.split,
-                    "images": {s: len(dataset.split(s)) for s in ("train", "val", "test")}},
-        "vocab_size": len(data.vocab), "max_len": data.max_len,
-        "encoder": {"name": spec.name, "layer": spec.layer, "channels": spec.channels,
-                    "image_size": spec.image_size, "tune_blocks": spec.tune, "grid": list(data.grid),
-                    "regions": data.grid[0] * data.grid[1]},
-        "feature_layer": {"chosen": layer, "selected_by": "validation" if selection else "config",
-                          **({"selection": selection} if selection else {"why": LAYER_NOTES.get(
-                              (spec.name, layer), "set by --feature-layer")})},
-        "config": config.to_dict(), "seeds": seeds,
-        "metric": "bleu4 = mean over test images of nltk sentence_bleu (uniform 4-gram weights, "
-                  "no smoothing, 5 lower-cased references, hypothesis without special tokens)",
-        "models": {m: summarise_model(r, data) for m, r in results.items()},
-        "captions": captions_by_image(data, results),
-    }
-    if skipped:
-        summary["skipped"] = skipped
-    if "no_attention" in trained and "attention" in trained:
-        summary["comparison"] = compare(trained["no_attention"], trained["attention"], config.bootstrap)
-    summary["comparisons"] = compare_pairs(trained, config.bootstrap)
-    summary["against_reference"] = against_reference(trained, results, config.bootstrap)
+    summary = {**describe(dataset, data_dir, data, spec, selection, config, seeds),
+               "models": {m: summarise_model(r, data) for m, r in results.items()},
+               "captions": captions_by_image(data, results),
+               **({"skipped": skipped} if skipped else {}),
+               **comparisons(trained, results, config.bootstrap)}
     timing.update(runs_seconds=sum(m["seconds_total"] for m in summary["models"].values()),
                   total_seconds=None)
     base = runs.summary_base("caption", config, {"fingerprint": dataset.fingerprint, **summary["dataset"]},
@@ -145,6 +117,51 @@ def run(config: CaptionConfig, data_dir, out_dir, *, device="auto", quiet: bool 
     summary["timing"]["total_seconds"] = time.perf_counter() - started
     io.write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def choose_layer(config: CaptionConfig, train_first_seed, seed: int) -> tuple[str, dict | None]:
+    """The feature layer and, with --feature-layer auto, how it was chosen: one seed of each
+    decoder per candidate layer (`train_first_seed(layer)` -> {decoder: [result]}; the chosen
+    layer's runs are reused after), the highest mean final validation BLEU-4 wins."""
+    if config.feature_layer != "auto":
+        return config.feature_layer, None
+    candidates = {layer: layer_scores(train_first_seed(layer)) for layer in ENCODER_LAYERS[config.encoder]}
+    layer = max(candidates, key=lambda name: candidates[name]["mean_final_val_bleu4"])
+    log(f"feature layer: {layer} (" + ", ".join(
+        f"{k} val {v['mean_final_val_bleu4']:.4f}" for k, v in candidates.items()) + ")")
+    return layer, {"rule": "highest mean final validation BLEU-4 of both models, seed "
+                           f"{seed}; test scores shown but not used", "candidates": candidates}
+
+
+def describe(dataset: CaptionDataset, data_dir, data: Data, spec: EncoderSpec, selection: dict | None,
+             config: CaptionConfig, seeds: list[int]) -> dict:
+    """summary.json's account of what was run: dataset and split, vocabulary, encoder and
+    grid, how the feature layer was chosen, the config, the seeds and the metric."""
+    return {
+        "dataset": {"name": dataset.name, "path": str(Path(data_dir).resolve()), "split": config.split,
+                    "images": {s: len(dataset.split(s)) for s in ("train", "val", "test")}},
+        "vocab_size": len(data.vocab), "max_len": data.max_len,
+        "encoder": {"name": spec.name, "layer": spec.layer, "channels": spec.channels,
+                    "image_size": spec.image_size, "tune_blocks": spec.tune, "grid": list(data.grid),
+                    "regions": data.grid[0] * data.grid[1]},
+        "feature_layer": {"chosen": spec.layer, "selected_by": "validation" if selection else "config",
+                          **({"selection": selection} if selection else {"why": LAYER_NOTES.get(
+                              (spec.name, spec.layer), "set by --feature-layer")})},
+        "config": config.to_dict(), "seeds": seeds,
+        "metric": "bleu4 = mean over test images of nltk sentence_bleu (uniform 4-gram weights, "
+                  "no smoothing, 5 lower-cased references, hypothesis without special tokens)",
+    }
+
+
+def comparisons(trained: dict, results: dict, samples: int) -> dict:
+    """The paired bootstraps: the study's pair on bleu4, every pair of trained decoders, and
+    each decoder against the strongest reference captioner."""
+    out = {}
+    if "no_attention" in trained and "attention" in trained:
+        out["comparison"] = compare(trained["no_attention"], trained["attention"], samples)
+    out["comparisons"] = compare_pairs(trained, samples)
+    out["against_reference"] = against_reference(trained, results, samples)
+    return out
 
 
 def reference_runs(config: CaptionConfig, data: Data, seed: int, skipped: dict, quiet: bool) -> dict:
