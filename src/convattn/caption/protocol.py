@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convattn.caption import metrics
+from convattn.caption.presets import PRESETS
 from convattn.common import io
 from convattn.common.errors import UserError
 
@@ -46,7 +47,8 @@ def slim(summary: dict) -> dict:
     experiment run only for this table). A summary from before splits, reference captioners
     or the "as published" column reads as official, decoders, and no test-picked score."""
     return {"dataset": {"name": summary["dataset"]["name"], "split": summary["dataset"].get("split", "official")},
-            "config": {"preset": (summary.get("config") or {}).get("preset") or summary.get("preset", "?")},
+            "config": {"preset": (summary.get("config") or {}).get("preset") or summary.get("preset", "?"),
+                       "select": (summary.get("config") or {}).get("select")},
             "models": {name: {"kind": m.get("kind", "decoder"), "as_published": m.get("as_published"),
                               "seeds": [{"cider": s["cider"], "coco": {"bleu4": s["coco"]["bleu4"]}}
                                         for s in m.get("seeds", []) if "coco" in s]}
@@ -60,10 +62,12 @@ def protocol_table(summaries: list[dict]) -> dict:
     for s in map(slim, summaries):
         split = s["dataset"].get("split", "official")
         kind = "official" if split == "official" else "random"
-        preset = s["config"]["preset"]
+        preset, select = s["config"]["preset"], s["config"]["select"]
+        # a checkpoint rule other than the preset's own is part of the row's name
+        suffix = f" --select {select}" if preset in PRESETS and select not in (None, PRESETS[preset].select) else ""
         for model, m in s["models"].items():
             reference = m.get("kind") == "reference"
-            row = model if reference else f"{preset}:{model}"
+            row = model if reference else f"{preset}:{model}{suffix}"
             val = [(seed["cider"], seed["coco"]["bleu4"]) for seed in m["seeds"]]
             published = [(p["cider"], p["bleu4"])] if (p := m["as_published"]) else []
             for column, values in (("val", val), ("test", published)):
