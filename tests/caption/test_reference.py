@@ -177,3 +177,15 @@ def test_protocol_table_puts_each_run_in_its_column(tmp_path):
         (tmp_path / f"e{i}" / "summary.json").write_text(json.dumps(s))
     with pytest.raises(UserError, match="several datasets"):
         read_summaries([tmp_path / "e0", tmp_path / "e1"])
+
+
+def test_compare_refuses_two_splits():
+    from convattn.caption.compare import compare_summaries
+
+    def summary(split):
+        return {"data": {"fingerprint": "f"}, "dataset": {"path": "d", "split": split},
+                "config": {"preset": "p"}, "seeds": [42], "models": {"m": {"cider_per_image": [1.0, 2.0]}}}
+
+    assert compare_summaries((summary("random-1"), "m"), (summary("random-1"), "m"))["difference"] == 0
+    with pytest.raises(UserError, match="different splits"):
+        compare_summaries((summary("official"), "m"), (summary("random-1"), "m"))

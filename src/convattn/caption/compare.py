@@ -80,6 +80,10 @@ def compare_summaries(a: tuple[dict, str], b: tuple[dict, str], samples: int = 1
     if sa["data"]["fingerprint"] != sb["data"]["fingerprint"]:
         raise UserError("caption compare: the two summaries are of different datasets "
                         f"({sa['dataset']['path']} and {sb['dataset']['path']}); compare runs on the same data")
+    splits = [s["dataset"].get("split", "official") for s in (sa, sb)]
+    if splits[0] != splits[1]:
+        raise UserError(f"caption compare: the two summaries are of different splits ({splits[0]} and "
+                        f"{splits[1]}), so of different test images; compare runs on the same --split")
     per_image = [s["models"][m]["cider_per_image"] for s, m in ((sa, ma), (sb, mb))]
     out = metrics.paired_bootstrap(*per_image, samples=samples)
     out.update(metric="cider", pair=f"{sb['config']['preset']}:{mb} - {sa['config']['preset']}:{ma}",
