@@ -23,11 +23,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from convattn.caption import metrics
 from convattn.caption.data import Data
-from convattn.caption.rerank import global_features
+from convattn.caption.rerank import image_globals
 from convattn.caption.result import RunResult
 from convattn.caption.reward import PairwiseCiderD
 from convattn.common.progress import log, progress
@@ -61,23 +60,16 @@ class Nearest:
 
     def __init__(self, data: Data, quiet: bool = True):
         train = data.dataset.split("train")
-        rows = np.array([im.index for im in train])
         self.data, self.quiet = data, quiet
-        self.globals = self._globals(rows)                                    # [N_train, C]
+        self.globals = image_globals(data, train).cpu().double().numpy()      # [N_train, C]
         self.captions = [c for im in train for c in im.captions]              # flattened, image by image
         self.cider = PairwiseCiderD([im.captions for im in train])
         self.first = np.concatenate([[0], np.cumsum([len(im.captions) for im in train])])
 
-    def _globals(self, rows) -> np.ndarray:
-        """Dataset rows -> their global features, float64 [len(rows), C] (in chunks of 256)."""
-        device = self.data.features.device
-        return np.concatenate([global_features(self.data.rows(torch.as_tensor(rows[lo:lo + 256], device=device)))
-                               .cpu().double().numpy() for lo in range(0, len(rows), 256)])
-
     def choices(self, split: str, ks=K_CANDIDATES) -> dict[int, list[list[str]]]:
         """{k: the chosen caption of every image of `split`} for each k of `ks`."""
         images = self.data.splits[split]
-        queries = self._globals(np.array([im.index for im in images]))
+        queries = image_globals(self.data, images).cpu().double().numpy()
         k_max = min(max(ks), len(self.globals))
         near = np.argsort(-(queries @ self.globals.T), axis=1, kind="stable")[:, :k_max]  # [B, k_max]
         out = {k: [] for k in ks}

@@ -43,6 +43,13 @@ def global_features(features: torch.Tensor) -> torch.Tensor:
     return F.normalize(cache_precision(features).float().mean(dim=1), dim=1)
 
 
+def image_globals(data: Data, images) -> torch.Tensor:
+    """The global features (global_features) of `images` from a run's Data, in chunks of 64
+    images -> [len(images), C]."""
+    rows = torch.tensor([im.index for im in images], device=data.features.device)
+    return torch.cat([global_features(data.features[rows[lo:lo + 64]]) for lo in range(0, len(rows), 64)])
+
+
 class ConsensusReranker:
     """The training images' global features [N_train, C] and references (per image its
     token lists); `neighbours` of them are consulted per image (at most N_train)."""
@@ -58,10 +65,7 @@ class ConsensusReranker:
     def from_data(cls, data: Data, neighbours: int) -> ConsensusReranker:
         """The training split of a run's Data (its cached features, in chunks of 64 images)."""
         train = data.dataset.split("train")
-        rows = torch.tensor([im.index for im in train], device=data.features.device)
-        train_globals = torch.cat([global_features(data.features[rows[lo:lo + 64]])
-                                   for lo in range(0, len(rows), 64)])
-        return cls(train_globals, [im.captions for im in train], neighbours)
+        return cls(image_globals(data, train), [im.captions for im in train], neighbours)
 
     @classmethod
     def from_block(cls, block: dict, neighbours: int | None = None) -> ConsensusReranker:
